@@ -1,0 +1,234 @@
+"""The public API: `Leek`, `@leek.task`, `.offload()`, its handle, and the old spellings.
+
+Runs in the web process. `.offload()` pickles the call, saves a READY row, and tells the
+server once the surrounding transaction commits. It goes through `push_task_to_queue`, looked
+up at call time, so `@patch("leek.api.push_task_to_queue", ...)` makes offloaded work run
+however a test likes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, overload
+
+from django.db import router, transaction
+from django.utils import timezone
+
+from leek import client, conf, runner, serialize
+from leek.exceptions import TaskFailed, TaskNotFinished, TaskTimeout
+from leek.models import Task, TaskStatus
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOptions:
+    """How a task is offloaded: its pool, priority and earliest start."""
+
+    pool: str = conf.DEFAULT_POOL
+    priority: int = 0
+    run_after: datetime | timedelta | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.pool, str) or not self.pool or any(c.isspace() for c in self.pool):
+            raise ValueError(
+                f"pool={self.pool!r}: a pool name is a non-empty word without spaces."
+            )
+        if not isinstance(self.priority, int) or isinstance(self.priority, bool):
+            raise TypeError(f"priority={self.priority!r}: the priority must be an int.")
+        if self.run_after is not None and not isinstance(self.run_after, datetime | timedelta):
+            raise TypeError(
+                f"run_after={self.run_after!r}: give a datetime or a timedelta from now."
+            )
+        if isinstance(self.run_after, datetime) and timezone.is_naive(self.run_after):
+            raise ValueError(
+                f"run_after={self.run_after!r} is naive; give an aware datetime "
+                "(django.utils.timezone.now() + timedelta(...))."
+            )
+
+    def due_at(self, now: datetime) -> datetime:
+        """Return when a task offloaded at `now` may start."""
+        if self.run_after is None:
+            return now
+        if isinstance(self.run_after, timedelta):
+            return now + self.run_after
+        return self.run_after
+
+
+class TaskHandle:
+    """A task that was offloaded: read its status, wait for it, get what it returned."""
+
+    def __init__(self, task: Task) -> None:
+        self._task = task
+
+    def __repr__(self) -> str:
+        return f"<TaskHandle {self.id} {self._task.callable_path} {self.status}>"
+
+    @property
+    def id(self) -> int:
+        """Return the task's id, the primary key of its row."""
+        return self._task.pk
+
+    @property
+    def task(self) -> Task:
+        """Return the task's row as last read."""
+        return self._task
+
+    @property
+    def status(self) -> TaskStatus:
+        """Return the status as last read (call `refresh()` to read it again)."""
+        return TaskStatus(self._task.status)
+
+    @property
+    def is_finished(self) -> bool:
+        """Tell whether the task had ended when last read."""
+        return self._task.is_finished
+
+    def refresh(self) -> TaskHandle:
+        """Read the row again."""
+        self._task.refresh_from_db()
+        return self
+
+    def wait(self, timeout: float | None = None) -> TaskHandle:
+        """Return once the task has ended; raise `TaskTimeout` after `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.002
+        while not self.refresh().is_finished:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TaskTimeout(f"task {self.id} is still {self.status} after {timeout} s")
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
+        return self
+
+    @property
+    def return_value(self) -> Any:
+        """Return what the task returned; raise if it failed or has not ended."""
+        if self.status == TaskStatus.SUCCESSFUL:
+            return self._task.return_value
+        if self.status == TaskStatus.FAILED:
+            raise TaskFailed(self._task, f"task {self.id} failed:\n{self._task.traceback}")
+        raise TaskNotFinished(f"task {self.id} is {self.status}; it has no return value yet")
+
+    @property
+    def error(self) -> str:
+        """Return the error's class path and message when the task FAILED, else ''."""
+        if self.status != TaskStatus.FAILED:
+            return ""
+        return self._task.exception_message
+
+    @property
+    def traceback(self) -> str:
+        """Return the full traceback text when the task FAILED, else ''."""
+        return self._task.traceback
+
+
+class ConfiguredTask:
+    """A task function with the options it is offloaded with."""
+
+    def __init__(self, func: Callable[..., Any], options: TaskOptions) -> None:
+        self.func = func
+        self.options = options
+
+    def __repr__(self) -> str:
+        return f"<ConfiguredTask {serialize.callable_path(self.func)} {self.options}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the function here and now, as if it were not a task."""
+        return self.func(*args, **kwargs)
+
+    def using(self, **changes: Any) -> ConfiguredTask:
+        """Return the same task with other options: pool, priority, run_after."""
+        return ConfiguredTask(self.func, dataclasses.replace(self.options, **changes))
+
+    def offload(self, *args: Any, **kwargs: Any) -> TaskHandle:
+        """Queue up the call to run in a worker; return its handle."""
+        # Looked up at call time: tests patch leek.api.push_task_to_queue.
+        return push_task_to_queue(self, *args, **kwargs)
+
+
+class Leek:
+    """Declares tasks: `leek = Leek()`, then `@leek.task` or `@leek.task(pool=..., ...)`."""
+
+    def __init__(self, pool: str = conf.DEFAULT_POOL) -> None:
+        self.defaults = TaskOptions(pool=pool)
+
+    @overload
+    def task(self, func: Callable[..., Any], /, **options: Any) -> Callable[..., Any]: ...
+
+    @overload
+    def task(self, func: None = None, /, **options: Any) -> Callable[..., Any]: ...
+
+    def task(self, func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+        """Give a function `.offload()`, `.using()`; calling it still runs it in place."""
+        task_options = dataclasses.replace(self.defaults, **options)
+
+        def declare(fn: Callable[..., Any]) -> Callable[..., Any]:
+            # The function itself is returned (not a wrapper) so that it pickles by reference.
+            configured = ConfiguredTask(fn, task_options)
+            fn.leek = configured  # type: ignore[attr-defined]
+            fn.offload = configured.offload  # type: ignore[attr-defined]
+            fn.using = configured.using  # type: ignore[attr-defined]
+            return fn
+
+        return declare if func is None else declare(func)
+
+
+def _configured(a_callable: Callable[..., Any]) -> ConfiguredTask:
+    if isinstance(a_callable, ConfiguredTask):
+        return a_callable
+    declared = getattr(a_callable, "leek", None)
+    if isinstance(declared, ConfiguredTask):
+        return declared
+    return ConfiguredTask(a_callable, TaskOptions())
+
+
+def push_task_to_queue(a_callable: Callable[..., Any], *args: Any, **kwargs: Any) -> TaskHandle:
+    """Offload `a_callable(*args, **kwargs)`: save a READY row, notify the server on commit."""
+    configured = _configured(a_callable)
+    fn, options = configured.func, configured.options
+    path = serialize.callable_path(fn)
+    if getattr(fn, "__module__", None) == "__main__":
+        raise serialize.UnpicklableError(
+            f"{path} is defined in __main__, which a worker cannot import; "
+            "move it into a module of your project."
+        )
+    payload = serialize.dumps_call(fn, args, kwargs)
+    now = timezone.now()
+    task = Task.objects.create(
+        pool=options.pool,
+        callable_path=path,
+        payload=payload,
+        priority=options.priority,
+        run_after=options.due_at(now),
+        enqueued_at=now,
+    )
+    if conf.get().eager:
+        runner.run(task.pk, os.getpid(), socket.gethostname())
+        task.refresh_from_db()
+    elif task.run_after <= now:
+        # A delayed task is not announced: the server's sweep wakes up when it is due.
+        using = router.db_for_write(Task)
+        transaction.on_commit(
+            lambda: client.notify(options.pool, options.priority, [task.pk]), using=using
+        )
+    return TaskHandle(task)
+
+
+def query_task(task_id: int) -> Task:
+    """Return the row of a task by its id (raises `Task.DoesNotExist`)."""
+    return Task.objects.get(pk=task_id)
+
+
+def list_tasks(finished: bool | None = None) -> Iterator[Task]:
+    """Iterate over the task rows, oldest first: all, only finished, or only unfinished."""
+    rows = Task.objects.order_by("id")
+    done = (TaskStatus.SUCCESSFUL, TaskStatus.FAILED)
+    if finished is True:
+        rows = rows.filter(status__in=done)
+    elif finished is False:
+        rows = rows.exclude(status__in=done)
+    return rows.iterator()

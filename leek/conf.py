@@ -1,0 +1,159 @@
+"""Read `settings.LEEK` into one frozen, validated `Settings` value.
+
+Runs in every process that touches leek: the web process (client side), the server and its
+workers. The parsed value is cached and dropped whenever Django's `setting_changed` signal
+says `LEEK` changed (`override_settings` in tests).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+DEFAULT_POOL = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every leek setting, with its default."""
+
+    # Where the server listens, "HOST:PORT" (port 0 picks a free one).
+    bind: str = "localhost:8002"
+    # Where web processes send their notifications.
+    host: str = "localhost"
+    port: int = 8002
+    # Worker processes of the server.
+    workers: int = 1
+    # Pools (queue names) the server runs; empty means every pool.
+    pools: tuple[str, ...] = ()
+    # Seconds between two sweeps of the table for READY tasks nobody announced.
+    sweep_interval: float = 1.0
+    # Client side: seconds to wait for the server to accept a connection and a notification.
+    connect_timeout: float = 0.5
+    send_timeout: float = 0.5
+    # Run offloaded tasks at once in the calling process (tests, local development).
+    eager: bool = False
+    # Shared secret clients must present; required when `bind` is not a loopback address.
+    secret: str = ""
+
+    @property
+    def bind_address(self) -> tuple[str, int]:
+        """Return `bind` split into host and port."""
+        return split_address(self.bind)
+
+    @property
+    def bind_is_loopback(self) -> bool:
+        """Tell whether the server listens on this machine only."""
+        return is_loopback(self.bind_address[0])
+
+    def replace(self, **changes: Any) -> Settings:
+        """Return a copy with some values changed, validated like the originals."""
+        return from_mapping({**dataclasses.asdict(self), **changes})
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "bind": (str,),
+    "host": (str,),
+    "port": (int,),
+    "workers": (int,),
+    "pools": (list, tuple),
+    "sweep_interval": (int, float),
+    "connect_timeout": (int, float),
+    "send_timeout": (int, float),
+    "eager": (bool,),
+    "secret": (str,),
+}
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """Split "HOST:PORT" (or "[::1]:PORT") into its parts."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ImproperlyConfigured(
+            f"LEEK['bind'] = {address!r} is not HOST:PORT; write it like '127.0.0.1:8002'."
+        )
+    return host.strip("[]"), int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """Tell whether `host` names this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def from_mapping(raw: Mapping[str, Any]) -> Settings:
+    """Validate a `LEEK` dict and return its `Settings`; a bad value names its key."""
+    if not isinstance(raw, Mapping):
+        raise ImproperlyConfigured(f"settings.LEEK must be a dict, not {type(raw).__name__}.")
+    unknown = sorted(set(raw) - set(_TYPES))
+    if unknown:
+        raise ImproperlyConfigured(
+            f"LEEK[{unknown[0]!r}] is not a leek setting; the settings are: "
+            + ", ".join(sorted(_TYPES))
+            + "."
+        )
+    for key, value in raw.items():
+        _check_type(key, value)
+    values = dict(raw)
+    if "pools" in values:
+        values["pools"] = tuple(values["pools"])
+    settings = Settings(**values)
+    _check_values(settings)
+    return settings
+
+
+def _check_type(key: str, value: Any) -> None:
+    types = _TYPES[key]
+    # bool is an int in Python; a setting that wants a number must not take True.
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        wanted = " or ".join(t.__name__ for t in types)
+        raise ImproperlyConfigured(
+            f"LEEK[{key!r}] must be a {wanted}, not {type(value).__name__} ({value!r})."
+        )
+
+
+def _check_values(settings: Settings) -> None:
+    split_address(settings.bind)
+    if not 0 < settings.port < 65536:
+        raise ImproperlyConfigured(f"LEEK['port'] = {settings.port} is not a TCP port (1-65535).")
+    if settings.workers < 1:
+        raise ImproperlyConfigured(f"LEEK['workers'] = {settings.workers}; it must be 1 or more.")
+    for key in ("sweep_interval", "connect_timeout", "send_timeout"):
+        if getattr(settings, key) <= 0:
+            raise ImproperlyConfigured(f"LEEK[{key!r}] must be a positive number of seconds.")
+    for pool in settings.pools:
+        if not isinstance(pool, str) or not pool or any(c.isspace() for c in pool):
+            raise ImproperlyConfigured(
+                f"LEEK['pools'] holds {pool!r}; a pool name is a non-empty word without spaces."
+            )
+
+
+_cached: Settings | None = None
+
+
+def get() -> Settings:
+    """Return the current `Settings`, parsing `settings.LEEK` on first use."""
+    global _cached
+    if _cached is None:
+        from django.conf import settings
+
+        _cached = from_mapping(getattr(settings, "LEEK", {}))
+    return _cached
+
+
+@receiver(setting_changed)
+def _forget(setting: str, **kwargs: Any) -> None:
+    global _cached
+    if setting == "LEEK":
+        _cached = None

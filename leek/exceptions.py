@@ -1,0 +1,37 @@
+"""The errors leek raises, one kind a class. Imported by every process."""
+
+
+class LeekError(Exception):
+    """Base class of every error leek raises."""
+
+
+class UnpicklableError(LeekError, TypeError):
+    """A task's callable, an argument or a return value cannot be pickled."""
+
+
+class TaskNotFinished(LeekError, ValueError):
+    """The task has no return value or error yet."""
+
+
+class TaskFailed(LeekError):
+    """The task ended FAILED; `.task` is the row, the traceback is in the message."""
+
+    def __init__(self, task: object, message: str) -> None:
+        super().__init__(message)
+        self.task = task
+
+
+class TaskTimeout(LeekError, TimeoutError):
+    """`wait()` gave up before the task ended."""
+
+
+class WireError(LeekError, ValueError):
+    """A line on the wire is not one of the protocol's messages."""
+
+
+class CallableNotFound(LeekError):
+    """A worker cannot import or unpickle the call saved in a task row."""
+
+
+class WorkerLost(LeekError):
+    """The worker process died (or was killed) while it ran the task."""

@@ -1,0 +1,131 @@
+"""`manage.py leek`: parse the options, build the settings, wire listener and pool, serve.
+
+Runs in the server process. Everything else lives in leek.server and leek.pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connections, router
+
+from leek import conf
+from leek.models import Task, TaskStatus
+from leek.pool.supervisor import Supervisor
+from leek.server import Backlog, Listener, Sweeper
+
+
+class Command(BaseCommand):
+    """Run the leek server in the foreground."""
+
+    help = "Run the leek task server: a listener and a pool of worker processes."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        """Declare the options; each overrides its LEEK setting."""
+        parser.add_argument("--workers", type=int, help="worker processes (default 1)")
+        parser.add_argument("--bind", help="HOST:PORT to listen on (default LEEK['bind'])")
+        parser.add_argument(
+            "--pool", action="append", dest="pools", help="serve this pool (repeatable)"
+        )
+        parser.add_argument(
+            "--burst", action="store_true", help="run every due READY task, then exit"
+        )
+        parser.add_argument(
+            "--shutdown-timeout",
+            type=float,
+            default=30.0,
+            help="seconds running tasks get to finish on SIGTERM/SIGINT (default 30)",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        """Serve until a signal says stop."""
+        settings = self._settings(options)
+        _configure_logging(options["verbosity"])
+        backlog = Backlog(settings.pools)
+        sweeper = Sweeper(backlog, settings.sweep_interval)
+        supervisor = Supervisor(
+            backlog,
+            sweeper,
+            workers=settings.workers,
+            shutdown_timeout=options["shutdown_timeout"],
+            burst=options["burst"],
+        )
+        listener = None
+        if not options["burst"]:
+            try:
+                listener = Listener(
+                    settings.bind_address,
+                    backlog.add_announced,
+                    lambda: {**supervisor.stats(), "ready": _ready_count()},
+                    settings.secret,
+                )
+            except OSError as exc:
+                raise CommandError(f"cannot listen on {settings.bind}: {exc}") from exc
+            listener.start()
+        self.stdout.write(_banner(settings, listener))
+        self.stdout.flush()
+        try:
+            code = supervisor.run()
+        finally:
+            if listener is not None:
+                listener.stop()
+            backlog.close()
+        if code:
+            sys.exit(code)
+
+    def _settings(self, options: dict[str, Any]) -> conf.Settings:
+        changes = {
+            key: options[key]
+            for key in ("workers", "bind", "pools")
+            if options.get(key) is not None
+        }
+        try:
+            settings = conf.get().replace(**changes)
+        except ImproperlyConfigured as exc:
+            raise CommandError(str(exc)) from exc
+        if not settings.bind_is_loopback and not settings.secret:
+            raise CommandError(
+                f"refusing to listen on {settings.bind} without LEEK['secret']: anyone who "
+                "can reach it could make the workers run tasks. Set a secret or bind to "
+                "127.0.0.1."
+            )
+        return settings
+
+
+def _ready_count() -> int:
+    """Count the READY rows (in the listener thread, on a connection of its own)."""
+    try:
+        return Task.objects.filter(status=TaskStatus.READY).count()
+    finally:
+        connections[router.db_for_read(Task)].close()
+
+
+def _banner(settings: conf.Settings, listener: Listener | None) -> str:
+    db = connections[router.db_for_write(Task)].settings_dict
+    where = "in burst mode"
+    if listener is not None:
+        host, port = listener.address
+        where = f"on {host}:{port}"
+    pools = ", ".join(settings.pools) or "all pools"
+    return (
+        f"leek serving {pools} {where} with {settings.workers} worker(s), "
+        f"database {db['ENGINE'].rsplit('.', 1)[-1]} {db['NAME']}"
+    )
+
+
+def _configure_logging(verbosity: int) -> None:
+    """Show leek's log on stderr unless the project's LOGGING already routes it."""
+    logger = logging.getLogger("leek")
+    if logger.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s leek[%(process)d] %(levelname)s %(message)s")
+    )
+    logger.addHandler(handler)
+    logger.setLevel({0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG))
+    logger.propagate = False

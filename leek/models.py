@@ -1,0 +1,142 @@
+"""The task table, the single source of truth, and every state transition of a task.
+
+Read and written by the web process (offload, query), the server (sweep, recovery of lost
+tasks) and the workers (claim, record the outcome). Each transition is one conditional UPDATE
+whose WHERE names the from-state (and the worker), and says whether it happened: a late write
+from a worker already declared lost changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from django.db import models
+from django.db.models import F
+from django.utils import timezone
+
+from leek import serialize
+from leek.conf import DEFAULT_POOL
+
+
+class TaskStatus(models.TextChoices):
+    """The life of a task; the values are those of Django's Tasks framework."""
+
+    # Saved and waiting for a worker (or for its run_after).
+    READY = "READY"
+    # Claimed by a worker, which is running it.
+    RUNNING = "RUNNING"
+    # Ran to the end; return_value holds what it returned.
+    SUCCESSFUL = "SUCCESSFUL"
+    # Raised, could not be loaded, or lost its worker; the error fields say why.
+    FAILED = "FAILED"
+
+
+class TaskQuerySet(models.QuerySet):
+    """Transitions of task rows, each one conditional UPDATE."""
+
+    def claim(self, task_id: int, pid: int, host: str) -> bool:
+        """Take a READY, due task for the worker `pid`; False if it is not there to take."""
+        now = timezone.now()
+        return bool(
+            self.filter(id=task_id, status=TaskStatus.READY, run_after__lte=now).update(
+                status=TaskStatus.RUNNING,
+                started_at=now,
+                worker_pid=pid,
+                worker_host=host,
+                attempts=F("attempts") + 1,
+            )
+        )
+
+    def succeed(self, task_id: int, pid: int, result: bytes) -> bool:
+        """Record that the worker `pid` ran the task to the end."""
+        return self._finish(task_id, pid, status=TaskStatus.SUCCESSFUL, result=result)
+
+    def fail(self, task_id: int, pid: int, exception_class_path: str, traceback: str) -> bool:
+        """Record that the task failed while the worker `pid` held it."""
+        return self._finish(
+            task_id,
+            pid,
+            status=TaskStatus.FAILED,
+            exception_class_path=exception_class_path,
+            traceback=traceback,
+        )
+
+    def lose(self, task_id: int, pid: int, reason: str) -> bool:
+        """Record that the worker `pid` died while it ran the task; `reason` says how."""
+        path = "leek.exceptions.WorkerLost"
+        return self.fail(task_id, pid, path, f"{path}: {reason}")
+
+    def _finish(self, task_id: int, pid: int, **values: Any) -> bool:
+        running = self.filter(id=task_id, status=TaskStatus.RUNNING, worker_pid=pid)
+        return bool(running.update(finished_at=timezone.now(), **values))
+
+    def running_on(self, host: str) -> models.QuerySet:
+        """Return the tasks that workers on `host` hold."""
+        return self.filter(status=TaskStatus.RUNNING, worker_host=host)
+
+    def due(self, pools: Iterable[str], limit: int) -> list[tuple[int, int]]:
+        """Return (id, priority) of READY tasks due now, in dispatch order, at most `limit`."""
+        rows = self.filter(status=TaskStatus.READY, run_after__lte=timezone.now())
+        pools = tuple(pools)
+        if pools:
+            rows = rows.filter(pool__in=pools)
+        return list(rows.order_by("-priority", "id").values_list("id", "priority")[:limit])
+
+    def next_run_after(self, pools: Iterable[str]) -> datetime | None:
+        """Return when the earliest READY task that is not yet due becomes due."""
+        rows = self.filter(status=TaskStatus.READY, run_after__gt=timezone.now())
+        pools = tuple(pools)
+        if pools:
+            rows = rows.filter(pool__in=pools)
+        return rows.aggregate(first=models.Min("run_after"))["first"]
+
+
+class Task(models.Model):
+    """One offloaded call and what became of it."""
+
+    pool = models.CharField(max_length=100, default=DEFAULT_POOL)
+    callable_path = models.CharField(max_length=255)
+    payload = models.BinaryField(help_text="The pickled (callable, args, kwargs).")
+    priority = models.IntegerField(default=0, help_text="Higher runs first, then FIFO.")
+    status = models.CharField(max_length=10, choices=TaskStatus.choices, default=TaskStatus.READY)
+    run_after = models.DateTimeField(default=timezone.now, help_text="Not before this time.")
+    attempts = models.PositiveIntegerField(default=0)
+    enqueued_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    worker_host = models.CharField(max_length=255, blank=True)
+    worker_pid = models.IntegerField(null=True, blank=True)
+    result = models.BinaryField(null=True, blank=True, help_text="The pickled return value.")
+    exception_class_path = models.CharField(max_length=255, blank=True)
+    traceback = models.TextField(blank=True)
+
+    objects = TaskQuerySet.as_manager()
+
+    class Meta:
+        indexes = [
+            # The dispatch query: READY rows of a priority, oldest first.
+            models.Index(fields=["status", "-priority", "id"], name="leek_task_dispatch_idx"),
+            # The sweep's "when is the next delayed task due" and run_after filter.
+            models.Index(fields=["status", "run_after"], name="leek_task_run_after_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"task {self.pk} {self.callable_path} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        """Tell whether the task has ended, successfully or not."""
+        return self.status in (TaskStatus.SUCCESSFUL, TaskStatus.FAILED)
+
+    @property
+    def return_value(self) -> Any:
+        """Return what the task returned (None until it is SUCCESSFUL)."""
+        return serialize.loads_value(self.result)
+
+    @property
+    def exception_message(self) -> str:
+        """Return the last line of the traceback: the error's class and message."""
+        lines = self.traceback.strip().splitlines()
+        return lines[-1] if lines else ""

@@ -1,0 +1,78 @@
+"""What the supervisor knows of each worker process: its state, its task, its numbers.
+
+Lives in the server process only; changed by the supervisor's on_message, on_exit and retire.
+"""
+
+from __future__ import annotations
+
+import enum
+import signal
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+
+class WorkerState(enum.Enum):
+    """Where a worker is in its life."""
+
+    # Spawned; has not said Booted yet.
+    STARTING = "starting"
+    # Booted and waiting for a task.
+    IDLE = "idle"
+    # Holds a task (sent, or claimed and running).
+    BUSY = "busy"
+    # Told to exit once its current task is done.
+    RETIRING = "retiring"
+
+
+@dataclass(slots=True)
+class WorkerHandle:
+    """One worker process, seen from the supervisor."""
+
+    process: BaseProcess
+    conn: Connection
+    generation: int
+    state: WorkerState = WorkerState.STARTING
+    spawned_at: float = field(default_factory=time.monotonic)
+    # The task handed to it, and whether it has claimed and started it.
+    task_id: int | None = None
+    running: bool = False
+    callable_path: str = ""
+    task_started_at: float = 0.0
+    tasks_done: int = 0
+    last_rss: int = 0
+    # Why leek killed it, if it did.
+    killed_for: str = ""
+
+    @property
+    def pid(self) -> int:
+        """Return the worker's pid."""
+        return self.process.pid or 0
+
+    def describe_exit(self) -> str:
+        """Say how the process ended: its exit code or the signal that killed it."""
+        code = self.process.exitcode
+        if code is None:
+            return "is still running"
+        if code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            return f"was killed by {name}"
+        return f"exited with code {code}"
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        """Return what `stats` shows of this worker."""
+        return {
+            "pid": self.pid,
+            "state": self.state.value,
+            "generation": self.generation,
+            "task": self.task_id,
+            "callable": self.callable_path if self.running else "",
+            "running_for": round(now - self.task_started_at, 3) if self.running else None,
+            "tasks_done": self.tasks_done,
+            "rss_mb": round(self.last_rss / 2**20, 1),
+        }

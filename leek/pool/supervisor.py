@@ -1,0 +1,452 @@
+"""The supervisor: the server process's main loop, which keeps N worker processes busy.
+
+    listener thread ──ids──► backlog ──take()──► supervisor ──Run(id)──► worker pipe ─► worker
+                                ▲                  │  ▲                                 │
+          sweep (table) ────────┘                  │  └── Booted/Started/Finished ──────┘
+                                                   └── sentinel fires: worker died; its
+                                                       running task is lost, a task it had
+                                                       not started goes back to the backlog
+
+One blocking call, multiprocessing.connection.wait(), watches the signal wake-up fd, the
+backlog's wake-up fd, every worker's pipe and every worker's sentinel. Signal handlers do
+nothing; the loop reads the signal numbers and calls handle_<name>(). The supervisor never
+imports task code: only workers do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import time
+from multiprocessing.connection import wait
+from typing import Any, Protocol
+
+import psutil
+from django.db import DatabaseError
+
+from leek.models import Task
+from leek.pool import messages, worker
+from leek.pool.handles import WorkerHandle, WorkerState
+
+logger = logging.getLogger("leek.pool")
+
+HANDLED_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGTTIN", "SIGTTOU", "SIGUSR1")
+# Longest sleep of the loop; psutil limits and the sweep are checked at least this often.
+TICK = 1.0
+# Boot failures in a row before the server gives up, and the first backoff delay.
+MAX_BOOT_FAILURES = 5
+BOOT_BACKOFF = 0.5
+
+
+class Backlog(Protocol):
+    """The ids waiting for a worker (leek.server.Backlog)."""
+
+    def fileno(self) -> int: ...
+    def take(self) -> int | None: ...
+    def release(self, task_id: int) -> None: ...
+    def give_back(self, task_id: int) -> None: ...
+    def clear_wakeup(self) -> None: ...
+    def __len__(self) -> int: ...
+
+
+class Sweeper(Protocol):
+    """The periodic search of the table for READY tasks (leek.server.Sweeper)."""
+
+    def seconds_left(self, now: float) -> float: ...
+    def sweep_if_due(self, now: float) -> None: ...
+
+
+class PoolFailed(RuntimeError):
+    """Workers keep dying while they boot; the server must stop."""
+
+
+class Supervisor:
+    """Spawns, feeds, watches and replaces the worker processes."""
+
+    def __init__(
+        self,
+        backlog: Backlog,
+        sweeper: Sweeper,
+        workers: int = 1,
+        shutdown_timeout: float = 30.0,
+        burst: bool = False,
+    ) -> None:
+        self.backlog = backlog
+        self.sweeper = sweeper
+        self.size = workers
+        self.shutdown_timeout = shutdown_timeout
+        self.burst = burst
+        self.host = socket.gethostname()
+        self.context = multiprocessing.get_context("spawn")
+        self.workers: dict[int, WorkerHandle] = {}  # by sentinel
+        self.generation = 1
+        self.stopping = False
+        self.stop_at_once = False
+        self.boot_failures = 0
+        self.spawn_after = 0.0
+        self.counts = {"done": 0, "failed": 0, "lost": 0, "crashed": 0, "reloads": 0}
+        self._signal_r, self._signal_w = socket.socketpair()
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until told to stop; return the process exit code."""
+        self._install_signals()
+        try:
+            self.recover_orphans()
+            while not self.stopping:
+                self.maintain_pool()
+                self.dispatch()
+                for ready in wait(self.waitables(), timeout=self.timeout()):
+                    self.handle(ready)
+                self.enforce_limits()
+                self.sweeper.sweep_if_due(time.monotonic())
+                self.stop_if_burst_done()
+            self.drain()
+        except PoolFailed as exc:
+            logger.error("%s", exc)
+            self.stop_at_once = True
+            self.drain()
+            return 1
+        finally:
+            self._restore_signals()
+        return 0
+
+    def waitables(self) -> list[Any]:
+        """Return what the loop waits on: signals, the backlog, worker pipes and sentinels."""
+        found: list[Any] = [self._signal_r, self.backlog]
+        for sentinel, handle in self.workers.items():
+            found += [sentinel, handle.conn]
+        return found
+
+    def timeout(self) -> float:
+        """Return how long the loop may sleep."""
+        now = time.monotonic()
+        limit = min(TICK, self.sweeper.seconds_left(now))
+        if self.spawn_after > now:
+            limit = min(limit, self.spawn_after - now)
+        return max(limit, 0.0)
+
+    def handle(self, ready: Any) -> None:
+        """Act on one thing that became ready."""
+        if ready is self._signal_r:
+            for signum in self._signal_r.recv(64):
+                name = signal.Signals(signum).name
+                getattr(self, f"handle_{name[3:].lower()}")()
+        elif ready is self.backlog:
+            self.backlog.clear_wakeup()
+        elif isinstance(ready, int):
+            if ready in self.workers:
+                self.on_exit(self.workers[ready])
+        else:
+            for handle in self.workers.values():
+                if handle.conn is ready:
+                    self._read_messages(handle)
+                    return
+
+    # -- workers --------------------------------------------------------------------------
+
+    def spawn(self) -> WorkerHandle:
+        """Start one worker process of the current generation."""
+        parent_end, child_end = self.context.Pipe(duplex=True)
+        process = self.context.Process(
+            target=worker.main, args=(child_end,), name=f"leek-worker-g{self.generation}"
+        )
+        process.start()
+        child_end.close()
+        handle = WorkerHandle(process, parent_end, self.generation)
+        self.workers[process.sentinel] = handle
+        logger.debug("spawned worker %s (generation %s)", handle.pid, handle.generation)
+        return handle
+
+    def current(self) -> list[WorkerHandle]:
+        """Return the workers of the current generation that are not retiring."""
+        return [
+            h
+            for h in self.workers.values()
+            if h.generation == self.generation and h.state is not WorkerState.RETIRING
+        ]
+
+    def maintain_pool(self) -> None:
+        """Spawn up to the pool size; retire surplus and, once booted, old generations."""
+        if self.stopping:
+            return
+        current = self.current()
+        if len(current) < self.size and time.monotonic() >= self.spawn_after:
+            for _ in range(self.size - len(current)):
+                self.spawn()
+        for surplus in [h for h in current if h.state is WorkerState.IDLE][self.size :]:
+            self.retire(surplus)
+        booted = [h for h in self.current() if h.state is not WorkerState.STARTING]
+        if len(booted) >= self.size:
+            for old in self.workers.values():
+                if old.generation < self.generation and old.state is not WorkerState.RETIRING:
+                    self.retire(old)
+
+    def retire(self, handle: WorkerHandle) -> None:
+        """Ask a worker to exit after its current task."""
+        handle.state = WorkerState.RETIRING
+        self._send(handle, messages.Retire())
+
+    def dispatch(self) -> None:
+        """Hand ids to idle workers, keeping at most `size` tasks in hand across generations."""
+        if self.stopping:
+            return
+        busy = sum(1 for h in self.workers.values() if h.task_id is not None)
+        for handle in self.current():
+            if busy >= self.size:
+                return
+            if handle.state is not WorkerState.IDLE:
+                continue
+            task_id = self.backlog.take()
+            if task_id is None:
+                return
+            handle.state, handle.task_id, handle.running = WorkerState.BUSY, task_id, False
+            busy += 1
+            self._send(handle, messages.Run(task_id))
+
+    def _send(self, handle: WorkerHandle, message: object) -> None:
+        # A dead worker's pipe refuses; its sentinel fires and on_exit settles its task.
+        with contextlib.suppress(OSError):
+            handle.conn.send(message)
+
+    def _read_messages(self, handle: WorkerHandle) -> None:
+        try:
+            while handle.conn.poll():
+                self.on_message(handle, handle.conn.recv())
+        except (EOFError, OSError):
+            pass  # the sentinel will fire
+
+    def on_message(self, handle: WorkerHandle, message: messages.WorkerMessage) -> None:
+        """Update what we know of a worker from what it says."""
+        if isinstance(message, messages.Booted):
+            if handle.state is WorkerState.STARTING:
+                handle.state = WorkerState.IDLE
+            self.boot_failures = 0
+            logger.debug("worker %s booted", handle.pid)
+        elif isinstance(message, messages.Started):
+            handle.running, handle.callable_path = True, message.callable_path
+            handle.task_started_at = time.monotonic()
+            logger.info(
+                "task %s %s started on worker %s",
+                message.task_id,
+                message.callable_path,
+                handle.pid,
+            )
+        elif isinstance(message, messages.Finished):
+            self.counts["done" if message.status == "SUCCESSFUL" else "failed"] += 1
+            handle.tasks_done += 1
+            log = logger.info if message.status == "SUCCESSFUL" else logger.warning
+            log(
+                "task %s %s %s in %.1f ms on worker %s%s",
+                message.task_id,
+                message.callable_path,
+                message.status,
+                message.duration * 1000,
+                handle.pid,
+                f": {message.error}" if message.error else "",
+            )
+            self._task_done(handle)
+        elif isinstance(message, messages.Skipped):
+            if message.error and handle.running:
+                self._lose(handle, f"lost its database connection ({message.error})")
+            self._task_done(handle)
+
+    def _task_done(self, handle: WorkerHandle) -> None:
+        if handle.task_id is not None:
+            self.backlog.release(handle.task_id)
+        handle.task_id, handle.running, handle.callable_path = None, False, ""
+        if handle.state is WorkerState.BUSY:
+            handle.state = WorkerState.IDLE
+
+    def on_exit(self, handle: WorkerHandle) -> None:
+        """Settle the task of a worker that ended, and count how it ended."""
+        self._read_messages(handle)  # what it said before it died
+        handle.process.join(timeout=1)
+        del self.workers[handle.process.sentinel]
+        handle.conn.close()
+        how = handle.describe_exit()
+        if handle.task_id is not None and handle.running:
+            self.counts["lost"] += 1
+            by = f"by leek: {handle.killed_for}" if handle.killed_for else "not by leek"
+            self._lose(handle, f"{how} (last RSS {handle.last_rss / 2**20:.0f} MB, {by})")
+        elif handle.task_id is not None:
+            self.backlog.give_back(handle.task_id)  # it never started: READY, untouched
+        if handle.state is WorkerState.STARTING:
+            self._boot_failed(handle, how)
+        elif handle.state is not WorkerState.RETIRING and not self.stopping:
+            self.counts["crashed"] += 1
+            logger.error("worker %s %s; starting a replacement", handle.pid, how)
+        else:
+            logger.debug("worker %s %s after retiring", handle.pid, how)
+
+    def _lose(self, handle: WorkerHandle, how: str) -> None:
+        reason = f"worker {handle.pid} {how} while running task {handle.task_id}"
+        logger.error("task %s %s: %s", handle.task_id, handle.callable_path, reason)
+        try:
+            Task.objects.lose(handle.task_id, handle.pid, reason)
+        except DatabaseError:
+            logger.exception("cannot record the loss of task %s", handle.task_id)
+        self.backlog.release(handle.task_id)
+        handle.task_id, handle.running = None, False
+
+    def _boot_failed(self, handle: WorkerHandle, how: str) -> None:
+        if self.stopping:
+            return
+        self.boot_failures += 1
+        old_serving = any(h.generation < self.generation for h in self.workers.values())
+        if self.boot_failures >= MAX_BOOT_FAILURES:
+            if old_serving:
+                logger.error(
+                    "the new workers cannot boot (last: worker %s %s); the old ones keep serving",
+                    handle.pid,
+                    how,
+                )
+                self.generation -= 1
+                self.boot_failures = 0
+                return
+            raise PoolFailed(
+                f"workers keep failing to boot ({self.boot_failures} in a row, the last "
+                f"worker {handle.pid} {how}); see its error above. Stopping."
+            )
+        delay = BOOT_BACKOFF * 2 ** (self.boot_failures - 1)
+        logger.error("worker %s %s while booting; next try in %.1f s", handle.pid, how, delay)
+        self.spawn_after = time.monotonic() + delay
+
+    def enforce_limits(self) -> None:
+        """Read each busy worker's resident memory (psutil)."""
+        for handle in self.workers.values():
+            if handle.running:
+                with contextlib.suppress(psutil.Error):  # exiting: its sentinel tells
+                    handle.last_rss = _tree_rss(handle.pid)
+
+    def recover_orphans(self) -> None:
+        """Handle tasks left RUNNING on this host by workers that no longer exist."""
+        for task_id, pid in Task.objects.running_on(self.host).values_list("id", "worker_pid"):
+            if pid and psutil.pid_exists(pid):
+                continue
+            reason = (
+                f"worker {pid} on {self.host} was gone while running task {task_id} "
+                "(its server stopped without settling it; found at the next start)"
+            )
+            if Task.objects.lose(task_id, pid, reason):
+                self.counts["lost"] += 1
+                logger.error("task %s: %s", task_id, reason)
+
+    def stop_if_burst_done(self) -> None:
+        """In burst mode, stop once nothing is queued or running."""
+        if not self.burst or len(self.backlog):
+            return
+        if any(h.task_id is not None for h in self.workers.values()):
+            return
+        # A sweep ran since the last task was handed out and found nothing more.
+        if self.sweeper.seconds_left(time.monotonic()) > 0:
+            self.stopping = True
+
+    # -- shutdown -------------------------------------------------------------------------
+
+    def drain(self) -> None:
+        """Retire every worker, give running tasks the grace period, then kill the rest."""
+        for handle in list(self.workers.values()):
+            self.retire(handle)
+        deadline = time.monotonic() + (0 if self.stop_at_once else self.shutdown_timeout)
+        while self.workers and not self.stop_at_once:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            for ready in wait(self.waitables(), timeout=min(left, TICK)):
+                self.handle(ready)
+        for handle in list(self.workers.values()):
+            self._kill(handle, f"still running {self.shutdown_timeout} s after shutdown began")
+            self.on_exit(handle)
+
+    def _kill(self, handle: WorkerHandle, why: str) -> None:
+        handle.killed_for = why
+        try:
+            process = psutil.Process(handle.pid)
+            for child in process.children(recursive=True) + [process]:
+                child.kill()
+        except psutil.Error:
+            pass  # already gone
+        handle.process.join(timeout=5)
+
+    # -- signals --------------------------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        self._signal_w.setblocking(False)
+        self._old_wakeup_fd = signal.set_wakeup_fd(
+            self._signal_w.fileno(), warn_on_full_buffer=False
+        )
+        for name in HANDLED_SIGNALS:
+            signal.signal(getattr(signal, name), _noop)
+
+    def _restore_signals(self) -> None:
+        for name in HANDLED_SIGNALS:
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
+        signal.set_wakeup_fd(self._old_wakeup_fd)
+
+    def handle_term(self) -> None:
+        """Stop dispatching; running tasks get the grace period."""
+        logger.info("SIGTERM: finishing running tasks (up to %s s)", self.shutdown_timeout)
+        self.stopping = True
+
+    def handle_int(self) -> None:
+        """First Ctrl-C: as SIGTERM; a second one: stop at once."""
+        if self.stopping:
+            logger.warning("second SIGINT: stopping at once")
+            self.stop_at_once = True
+            return
+        logger.info("SIGINT: finishing running tasks (Ctrl-C again to stop at once)")
+        self.stopping = True
+
+    def handle_hup(self) -> None:
+        """Reload: start a fresh generation; the old one retires once it has booted."""
+        self.generation += 1
+        self.counts["reloads"] += 1
+        logger.info("SIGHUP: starting worker generation %s", self.generation)
+
+    def handle_ttin(self) -> None:
+        """Add one worker."""
+        self.size += 1
+        logger.info("SIGTTIN: %s workers", self.size)
+
+    def handle_ttou(self) -> None:
+        """Remove one worker (never the last)."""
+        self.size = max(1, self.size - 1)
+        logger.info("SIGTTOU: %s workers", self.size)
+
+    def handle_usr1(self) -> None:
+        """Log one status line per worker."""
+        now = time.monotonic()
+        logger.info("status: %s queued, counts %s", len(self.backlog), self.counts)
+        for handle in self.workers.values():
+            logger.info("status: worker %s", handle.snapshot(now))
+
+    def stats(self) -> dict[str, Any]:
+        """Return the workers and counters, for the `stats` wire command."""
+        now = time.monotonic()
+        return {
+            "pid": os.getpid(),
+            "size": self.size,
+            "generation": self.generation,
+            "workers": [h.snapshot(now) for h in list(self.workers.values())],
+            "counts": dict(self.counts),
+            "queued": len(self.backlog),
+        }
+
+
+def _noop(signum: int, frame: Any) -> None:
+    """Do nothing: the wake-up fd carries the signal to the loop."""
+
+
+def _tree_rss(pid: int) -> int:
+    process = psutil.Process(pid)
+    total = process.memory_info().rss
+    for child in process.children(recursive=True):
+        with contextlib.suppress(psutil.Error):  # it ended meanwhile
+            total += child.memory_info().rss
+    return total

@@ -1,0 +1,84 @@
+"""Pickle and unpickle task calls and return values: the only module that calls pickle.loads.
+
+Runs in the web process (dumps, at offload time) and in the workers (loads, then dumps the
+return value). The pickled call in the database is code: only trusted writers may touch the
+task table, and the wire never carries pickles.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable
+from typing import Any
+
+from leek.exceptions import CallableNotFound, UnpicklableError
+
+PROTOCOL = pickle.HIGHEST_PROTOCOL
+
+
+def callable_path(fn: Callable[..., Any]) -> str:
+    """Return the dotted path of a callable, as people and the admin read it."""
+    module = getattr(fn, "__module__", None) or type(fn).__module__
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    return f"{module}.{name}"
+
+
+def dumps_call(fn: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> bytes:
+    """Pickle a call; raise `UnpicklableError` naming the part that cannot be pickled."""
+    try:
+        return pickle.dumps((fn, args, kwargs), PROTOCOL)
+    except Exception as exc:  # noqa: BLE001 - pickling raises any kind; we name the culprit
+        raise _culprit(fn, args, kwargs, exc) from exc
+
+
+def _culprit(
+    fn: Callable[..., Any], args: tuple, kwargs: dict[str, Any], exc: Exception
+) -> UnpicklableError:
+    path = callable_path(fn)
+    try:
+        pickle.dumps(fn, PROTOCOL)
+    except Exception as fn_exc:  # noqa: BLE001
+        return UnpicklableError(
+            f"The task {path} cannot be pickled ({fn_exc}); a task must be a function "
+            "defined at the top level of an importable module."
+        )
+    parts = [(f"argument {i}", a) for i, a in enumerate(args)]
+    parts += [(f"argument {name!r}", v) for name, v in kwargs.items()]
+    for label, value in parts:
+        try:
+            pickle.dumps(value, PROTOCOL)
+        except Exception as arg_exc:  # noqa: BLE001
+            return UnpicklableError(
+                f"{label} of {path} ({type(value).__name__}) cannot be pickled: {arg_exc}. "
+                "Pass plain data (ids, strings, numbers) and load the rest inside the task."
+            )
+    return UnpicklableError(f"The call to {path} cannot be pickled: {exc}")
+
+
+def loads_call(payload: bytes, path: str) -> tuple[Callable[..., Any], tuple, dict[str, Any]]:
+    """Unpickle a call saved by `dumps_call`; raise `CallableNotFound` saying which callable."""
+    try:
+        fn, args, kwargs = pickle.loads(payload)  # noqa: S301 - the task table is trusted
+    except Exception as exc:  # noqa: BLE001 - unpickling runs arbitrary imports
+        raise CallableNotFound(
+            f"Cannot load the call to {path}: {type(exc).__name__}: {exc}. Was its module "
+            "moved, renamed or deleted since the task was offloaded?"
+        ) from exc
+    return fn, args, kwargs
+
+
+def dumps_value(value: Any, path: str) -> bytes:
+    """Pickle a task's return value; raise `UnpicklableError` saying whose it is."""
+    try:
+        return pickle.dumps(value, PROTOCOL)
+    except Exception as exc:  # noqa: BLE001
+        raise UnpicklableError(
+            f"The return value of {path} ({type(value).__name__}) cannot be pickled: {exc}"
+        ) from exc
+
+
+def loads_value(data: bytes | memoryview | None) -> Any:
+    """Unpickle a stored return value (None when nothing was stored)."""
+    if data is None:
+        return None
+    return pickle.loads(bytes(data))  # noqa: S301 - the task table is trusted

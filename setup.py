@@ -1,0 +1,29 @@
+"""Packaging for leek: `pip install -e .` (add `[test]` for the test tools)."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="leek",
+    version="2.0.0.dev0",
+    description="Background tasks for Django with nothing to install: no Redis, no broker.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    packages=find_packages(include=["leek", "leek.*"]),
+    include_package_data=True,
+    python_requires=">=3.11",
+    install_requires=["Django>=5.2", "psutil>=5.9"],
+    extras_require={
+        "postgres": ["psycopg[binary]>=3.1"],
+        "test": ["pytest>=8", "psycopg[binary]>=3.1", "ruff>=0.6"],
+    },
+    classifiers=[
+        "Framework :: Django",
+        "Framework :: Django :: 5.2",
+        "Framework :: Django :: 6.0",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Programming Language :: Python :: 3.13",
+    ],
+)

@@ -1,0 +1,1 @@
+"""The example Django project that offloads a few tasks to leek."""

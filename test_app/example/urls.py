@@ -1,0 +1,13 @@
+"""URLs of the example project: the task page, its JSON feed, the offload buttons, the admin."""
+
+from django.contrib import admin
+from django.urls import path
+
+from example import views
+
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("tasks.json", views.tasks_json, name="tasks_json"),
+    path("offload/<str:name>/", views.offload, name="offload"),
+    path("admin/", admin.site.urls),
+]

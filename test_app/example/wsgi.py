@@ -1,0 +1,9 @@
+"""WSGI entry point of the example project, for `runserver` and any WSGI server."""
+
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example.settings")
+
+application = get_wsgi_application()
