@@ -67,6 +67,7 @@ class Notifier:
             self._sock = None
             self._pid = os.getpid()
             self._address = address
+            self._down_until = 0.0
         if self._sock is not None and not self._still_open(self._sock):
             self._close()
         if self._sock is None:

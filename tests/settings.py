@@ -7,7 +7,7 @@ database, made afresh by tests/conftest.py for each run, so runs can share a mac
 import os
 
 SECRET_KEY = "leek-tests"
-DEBUG = False
+DEBUG = os.environ.get("LEEK_TEST_DEBUG") == "1"
 USE_TZ = True
 TIME_ZONE = "UTC"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -41,6 +41,8 @@ TEMPLATES = [
 ]
 
 _KIND = os.environ.get("LEEK_TEST_DB", "sqlite")
+# "none" keeps connections open for ever, as many production sites do.
+_CONN_MAX_AGE = {"none": None, "": 0}.get(os.environ.get("LEEK_TEST_CONN_MAX_AGE", ""), 0)
 _NAME = os.environ.get("LEEK_TEST_DB_NAME", "")
 if _KIND == "postgres":
     DATABASES = {
@@ -50,6 +52,7 @@ if _KIND == "postgres":
             "USER": os.environ.get("LEEK_TEST_PGUSER", "postgres"),
             "HOST": os.environ.get("LEEK_TEST_PGHOST", "127.0.0.1"),
             "PORT": os.environ.get("LEEK_TEST_PGPORT", "5432"),
+            "CONN_MAX_AGE": _CONN_MAX_AGE,
         }
     }
 else:

@@ -61,3 +61,27 @@ def crash_with_os_exit(code=3):
 @leek.task(pool="emails", priority=5)
 def in_email_pool():
     return "emails"
+
+
+@leek.task
+def connection_identity():
+    """Return this worker's pid and its database session (the backend pid on PostgreSQL)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT pg_backend_pid()")
+            return os.getpid(), cursor.fetchone()[0]
+        cursor.execute("SELECT 1")
+    return os.getpid(), id(connection.connection)
+
+
+@leek.task
+def count_queries():
+    """Run a query and return how many queries this connection has logged."""
+    from django.db import connection
+
+    from tests.models import Row
+
+    Row.objects.count()
+    return len(connection.queries)

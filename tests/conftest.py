@@ -1,0 +1,224 @@
+"""Test set-up: a database of this run's own, Django, and real leek servers to test against.
+
+LEEK_TEST_DB=sqlite (default) or postgres picks the engine. Each run makes its own SQLite file
+or PostgreSQL database (and drops it at the end), so that runs can share a machine.
+"""
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+KIND = os.environ.get("LEEK_TEST_DB", "sqlite")
+_TMP = Path(tempfile.mkdtemp(prefix="leek-tests-"))
+
+os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+if KIND == "postgres":
+    os.environ["LEEK_TEST_DB_NAME"] = f"leek_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+else:
+    os.environ["LEEK_TEST_DB_NAME"] = str(_TMP / "db.sqlite3")
+DB_NAME = os.environ["LEEK_TEST_DB_NAME"]
+
+
+def _pg_admin(sql):
+    import psycopg
+
+    with psycopg.connect(
+        host=os.environ.get("LEEK_TEST_PGHOST", "127.0.0.1"),
+        port=os.environ.get("LEEK_TEST_PGPORT", "5432"),
+        user=os.environ.get("LEEK_TEST_PGUSER", "postgres"),
+        dbname="postgres",
+        autocommit=True,
+    ) as conn:
+        conn.execute(sql)
+
+
+def pytest_configure(config):
+    import django
+    from django.core.management import call_command
+
+    if KIND == "postgres":
+        _pg_admin(f'CREATE DATABASE "{DB_NAME}"')
+    django.setup()
+    call_command("migrate", verbosity=0)
+
+
+def pytest_unconfigure(config):
+    from django.db import connections
+
+    connections.close_all()
+    if KIND == "postgres":
+        _pg_admin(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+
+
+def pytest_report_header(config):
+    return f"leek tests on {KIND}: {DB_NAME}"
+
+
+requires_postgres = pytest.mark.skipif(KIND != "postgres", reason="needs LEEK_TEST_DB=postgres")
+
+
+@pytest.fixture(autouse=True)
+def clean_tables():
+    """Start every test with empty tables."""
+    from leek.models import Task
+    from tests.models import Row
+
+    Task.objects.all().delete()
+    Row.objects.all().delete()
+    return
+
+
+def wait_until(predicate, timeout=30.0, message="condition", interval=0.02):
+    """Wait for predicate() to be true; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)
+
+
+class LeekServer:
+    """A real `manage.py leek` process in its own session, and its workers."""
+
+    def __init__(self, args, env_extra=None, expect_start=True):
+        self.log_path = _TMP / f"server-{uuid.uuid4().hex[:8]}.log"
+        self.port = None
+        env = {**os.environ, "PYTHONPATH": str(ROOT), **(env_extra or {})}
+        self.args = [sys.executable, "-m", "django", "leek", *args]
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                self.args,
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.known_pids = {self.proc.pid}
+        if expect_start:
+            self._wait_started()
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def log(self):
+        return self.log_path.read_text(errors="replace")
+
+    def _wait_started(self):
+        def banner():
+            if self.proc.poll() is not None:
+                pytest.fail(f"leek server exited with {self.proc.returncode}:\n{self.log()}")
+            found = re.search(r"leek serving .* on [\d.]+:(\d+)", self.log())
+            return found and int(found.group(1))
+
+        self.port = wait_until(banner, 60, "the server's banner")
+
+    def request(self, line, timeout=10.0):
+        """Send one line and return the reply line."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as sock:
+            sock.sendall(line)
+            reply = b""
+            while not reply.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+            return reply
+
+    def stats(self):
+        from leek import wire
+
+        return wire.parse_stats(self.request(wire.STATS).strip())
+
+    def worker_pids(self):
+        pids = []
+        with contextlib.suppress(psutil.Error):
+            pids = [c.pid for c in psutil.Process(self.pid).children(recursive=True)]
+        self.known_pids.update(pids)
+        return pids
+
+    def wait_workers(self, count, timeout=60):
+        """Wait until `count` workers have booted and are idle or busy."""
+
+        def booted():
+            workers = self.stats()["workers"]
+            up = [w for w in workers if w["state"] in ("idle", "busy")]
+            return len(up) >= count and up
+
+        workers = wait_until(booted, timeout, f"{count} booted workers")
+        self.worker_pids()
+        return workers
+
+    def signal(self, signum):
+        os.kill(self.pid, signum)
+
+    def wait_exit(self, timeout=60):
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"leek server did not exit within {timeout} s:\n{self.log()}")
+
+    def stop(self):
+        """Stop the server and every process it started, by pid."""
+        self.worker_pids()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        for pid in self.known_pids:
+            with contextlib.suppress(psutil.Error):
+                process = psutil.Process(pid)
+                process.kill()
+                process.wait(10)
+
+
+@pytest.fixture
+def start_server(settings):
+    """Return a function that starts a leek server and points this process's client at it."""
+    servers = []
+
+    def start(*args, workers=1, env=None, point_client=True, expect_start=True):
+        argv = ["--workers", str(workers), *args]
+        if not any(a.startswith("--bind") for a in args) and "--burst" not in args:
+            argv += ["--bind", "127.0.0.1:0"]
+        server = LeekServer(argv, env, expect_start=expect_start)
+        servers.append(server)
+        if point_client and server.port:
+            settings.LEEK = {**settings.LEEK, "port": server.port}
+        if expect_start and server.port:
+            server.wait_workers(workers)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def settings():
+    """Django settings that tests may change; every change is undone afterwards."""
+    from django.conf import settings as django_settings
+    from django.test import override_settings
+
+    with override_settings():
+        yield django_settings
