@@ -92,6 +92,16 @@ def wait_until(predicate, timeout=30.0, message="condition", interval=0.02):
         time.sleep(interval)
 
 
+def holds_for(predicate, seconds, interval=0.05):
+    """Return whether predicate() stays true for `seconds` (to see that nothing happens)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not predicate():
+            return False
+        time.sleep(interval)
+    return bool(predicate())
+
+
 class LeekServer:
     """A real `manage.py leek` process in its own session, and its workers."""
 
