@@ -1,12 +1,14 @@
 """Packaging for leek: `pip install -e .` (add `[test]` for the test tools)."""
 
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 setup(
     name="leek",
     version="2.0.0.dev0",
     description="Background tasks for Django with nothing to install: no Redis, no broker.",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="MIT",
     packages=find_packages(include=["leek", "leek.*"]),
