@@ -27,11 +27,19 @@ from leek.models import Task, TaskStatus
 
 @dataclass(frozen=True, slots=True)
 class TaskOptions:
-    """How a task is offloaded: its pool, priority and earliest start."""
+    """How a task is offloaded and run: pool, priority, earliest start, limits, retries."""
 
     pool: str = conf.DEFAULT_POOL
     priority: int = 0
     run_after: datetime | timedelta | None = None
+    # Seconds it may run (None: the server's --task-timeout).
+    timeout: float | None = None
+    # Runs again after raising, this many times, waiting retry_backoff s, then twice that...
+    retries: int = 0
+    retry_backoff: float = 1.0
+    # Runs again after its worker died, this many times (a task that kills its worker
+    # every time must not loop for ever).
+    lost_retries: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.pool, str) or not self.pool or any(c.isspace() for c in self.pool):
@@ -44,6 +52,14 @@ class TaskOptions:
             raise TypeError(
                 f"run_after={self.run_after!r}: give a datetime or a timedelta from now."
             )
+        for name in ("retries", "lost_retries"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name}={value!r}: give a whole number, 0 or more.")
+        if self.timeout is not None and not self.timeout > 0:
+            raise ValueError(f"timeout={self.timeout!r}: give a number of seconds above 0.")
+        if not self.retry_backoff >= 0:
+            raise ValueError(f"retry_backoff={self.retry_backoff!r}: give seconds, 0 or more.")
         if isinstance(self.run_after, datetime) and timezone.is_naive(self.run_after):
             raise ValueError(
                 f"run_after={self.run_after!r} is naive; give an aware datetime "
@@ -141,7 +157,7 @@ class ConfiguredTask:
         return self.func(*args, **kwargs)
 
     def using(self, **changes: Any) -> ConfiguredTask:
-        """Return the same task with other options: pool, priority, run_after."""
+        """Return the same task with other options (those of `TaskOptions`)."""
         return ConfiguredTask(self.func, dataclasses.replace(self.options, **changes))
 
     def offload(self, *args: Any, **kwargs: Any) -> TaskHandle:
@@ -205,6 +221,10 @@ def push_task_to_queue(a_callable: Callable[..., Any], *args: Any, **kwargs: Any
         priority=options.priority,
         run_after=options.due_at(now),
         enqueued_at=now,
+        timeout=options.timeout,
+        retries=options.retries,
+        retry_backoff=options.retry_backoff,
+        lost_retries=options.lost_retries,
     )
     if conf.get().eager:
         runner.run(task.pk, os.getpid(), socket.gethostname())

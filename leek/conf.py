@@ -42,6 +42,17 @@ class Settings:
     eager: bool = False
     # Shared secret clients must present; required when `bind` is not a loopback address.
     secret: str = ""
+    # Server limits: 0 turns each off.
+    # Retire a worker whose resident memory (with its children's) passed this many MB.
+    max_memory: int = 0
+    # Kill a worker at once, mid-task, past this many MB.
+    max_memory_hard: int = 0
+    # Retire a worker after about this many tasks.
+    max_tasks_per_worker: int = 0
+    # Seconds a task may run unless its @leek.task(timeout=...) says otherwise.
+    task_timeout: float = 0
+    # Seconds running tasks get to finish on SIGTERM / SIGINT.
+    shutdown_timeout: float = 30.0
 
     @property
     def bind_address(self) -> tuple[str, int]:
@@ -69,6 +80,11 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "send_timeout": (int, float),
     "eager": (bool,),
     "secret": (str,),
+    "max_memory": (int,),
+    "max_memory_hard": (int,),
+    "max_tasks_per_worker": (int,),
+    "task_timeout": (int, float),
+    "shutdown_timeout": (int, float),
 }
 
 
@@ -132,6 +148,11 @@ def _check_values(settings: Settings) -> None:
     for key in ("sweep_interval", "connect_timeout", "send_timeout"):
         if getattr(settings, key) <= 0:
             raise ImproperlyConfigured(f"LEEK[{key!r}] must be a positive number of seconds.")
+    for key in ("max_memory", "max_memory_hard", "max_tasks_per_worker", "task_timeout"):
+        if getattr(settings, key) < 0:
+            raise ImproperlyConfigured(f"LEEK[{key!r}] must be 0 (off) or more.")
+    if settings.shutdown_timeout < 0:
+        raise ImproperlyConfigured("LEEK['shutdown_timeout'] must be 0 or more seconds.")
     for pool in settings.pools:
         if not isinstance(pool, str) or not pool or any(c.isspace() for c in pool):
             raise ImproperlyConfigured(

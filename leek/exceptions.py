@@ -35,3 +35,7 @@ class CallableNotFound(LeekError):
 
 class WorkerLost(LeekError):
     """The worker process died (or was killed) while it ran the task."""
+
+
+class TaskTimedOut(LeekError):
+    """The task ran past its time limit; leek killed its worker and the worker's children."""

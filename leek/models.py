@@ -9,7 +9,7 @@ from a worker already declared lost changes nothing.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import models
@@ -63,10 +63,36 @@ class TaskQuerySet(models.QuerySet):
             traceback=traceback,
         )
 
-    def lose(self, task_id: int, pid: int, reason: str) -> bool:
-        """Record that the worker `pid` died while it ran the task; `reason` says how."""
-        path = "leek.exceptions.WorkerLost"
-        return self.fail(task_id, pid, path, f"{path}: {reason}")
+    def retry(
+        self, task_id: int, pid: int, delay: float, exception_class_path: str, traceback: str
+    ) -> bool:
+        """Make a task the worker `pid` held READY again after `delay` s, keeping the error."""
+        running = self.filter(id=task_id, status=TaskStatus.RUNNING, worker_pid=pid)
+        return bool(
+            running.update(
+                status=TaskStatus.READY,
+                run_after=timezone.now() + timedelta(seconds=delay),
+                exception_class_path=exception_class_path,
+                traceback=traceback,
+            )
+        )
+
+    def lose(
+        self, task_id: int, pid: int, reason: str, path: str = "leek.exceptions.WorkerLost"
+    ) -> str:
+        """Settle a task whose worker `pid` died: READY again if its lost_retries allow.
+
+        Return the new status, or "" when the task was not that worker's any more.
+        """
+        text = f"{path}: {reason}"
+        mine = self.filter(id=task_id, status=TaskStatus.RUNNING, worker_pid=pid)
+        if mine.filter(attempts__lte=F("lost_retries")).update(
+            status=TaskStatus.READY, exception_class_path=path, traceback=text
+        ):
+            return TaskStatus.READY
+        if self.fail(task_id, pid, path, text):
+            return TaskStatus.FAILED
+        return ""
 
     def _finish(self, task_id: int, pid: int, **values: Any) -> bool:
         running = self.filter(id=task_id, status=TaskStatus.RUNNING, worker_pid=pid)
@@ -103,6 +129,18 @@ class Task(models.Model):
     status = models.CharField(max_length=10, choices=TaskStatus.choices, default=TaskStatus.READY)
     run_after = models.DateTimeField(default=timezone.now, help_text="Not before this time.")
     attempts = models.PositiveIntegerField(default=0)
+    timeout = models.FloatField(
+        null=True, blank=True, help_text="Seconds it may run; empty: the server's default."
+    )
+    retries = models.PositiveIntegerField(
+        default=0, help_text="How often a task that raised runs again."
+    )
+    retry_backoff = models.FloatField(
+        default=1.0, help_text="Seconds before the first retry; doubled each time."
+    )
+    lost_retries = models.PositiveIntegerField(
+        default=0, help_text="How often a task whose worker died runs again."
+    )
     enqueued_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

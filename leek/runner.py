@@ -33,17 +33,23 @@ def _class_path(exc: BaseException) -> str:
 
 
 def run(
-    task_id: int, pid: int, host: str, on_start: Callable[[str], None] | None = None
+    task_id: int,
+    pid: int,
+    host: str,
+    on_start: Callable[[str, float | None], None] | None = None,
 ) -> Outcome:
-    """Claim and run the task; `on_start(callable_path)` is called once it is claimed."""
+    """Claim and run the task; `on_start(callable_path, timeout)` is called once claimed."""
     if not Task.objects.claim(task_id, pid, host):
         return Outcome(task_id, "", None, 0.0)
-    payload, path = Task.objects.values_list("payload", "callable_path").get(id=task_id)
+    task = Task.objects.only(
+        "payload", "callable_path", "timeout", "attempts", "retries", "retry_backoff"
+    ).get(id=task_id)
+    path = task.callable_path
     if on_start is not None:
-        on_start(path)
+        on_start(path, task.timeout)
     started = time.monotonic()
     try:
-        fn, args, kwargs = serialize.loads_call(bytes(payload), path)
+        fn, args, kwargs = serialize.loads_call(bytes(task.payload), path)
         value = fn(*args, **kwargs)
         result = serialize.dumps_value(value, path)
     except (CallableNotFound, UnpicklableError) as exc:
@@ -51,14 +57,29 @@ def run(
         text = f"{_class_path(exc)}: {exc}"
         return _failed(task_id, pid, path, started, _class_path(exc), text)
     except Exception as exc:  # noqa: BLE001 - the task's own error is recorded, not raised
-        return _failed(task_id, pid, path, started, _class_path(exc), traceback.format_exc())
+        text = traceback.format_exc()
+        if task.attempts <= task.retries:
+            return _retried(task, pid, started, _class_path(exc), text)
+        return _failed(task_id, pid, path, started, _class_path(exc), text)
     Task.objects.succeed(task_id, pid, result)
     return Outcome(task_id, path, TaskStatus.SUCCESSFUL, time.monotonic() - started)
+
+
+def _retried(task: Task, pid: int, started: float, class_path: str, text: str) -> Outcome:
+    delay = task.retry_backoff * 2 ** (task.attempts - 1)
+    Task.objects.retry(task.pk, pid, delay, class_path, text)
+    note = f"{_last_line(text)}; retry {task.attempts} of {task.retries} in {delay:g} s"
+    return Outcome(task.pk, task.callable_path, TaskStatus.READY, time.monotonic() - started, note)
+
+
+def _last_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1] if lines else ""
 
 
 def _failed(
     task_id: int, pid: int, path: str, started: float, class_path: str, text: str
 ) -> Outcome:
     Task.objects.fail(task_id, pid, class_path, text)
-    last_line = text.strip().splitlines()[-1] if text.strip() else class_path
+    last_line = _last_line(text) or class_path
     return Outcome(task_id, path, TaskStatus.FAILED, time.monotonic() - started, last_line)

@@ -85,3 +85,86 @@ def count_queries():
 
     Row.objects.count()
     return len(connection.queries)
+
+
+_held = []
+
+
+@leek.task
+def allocate_mb(mb):
+    """Allocate `mb` MB and keep it: the worker stays that big after the task."""
+    _held.append(bytearray(mb * 2**20))
+    return os.getpid()
+
+
+@leek.task
+def allocate_forever(step_mb=20):
+    """Allocate step_mb more every 50 ms until something stops this process."""
+    while True:
+        _held.append(bytearray(step_mb * 2**20))
+        time.sleep(0.05)
+
+
+@leek.task
+def sleep_with_child(seconds):
+    """Start a child process that sleeps, then sleep; return the child's pid if it ends."""
+    import subprocess
+    import sys
+
+    from tests.models import Row
+
+    child = subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({seconds})"])
+    Row.objects.create(n=child.pid, pid=os.getpid())
+    time.sleep(seconds)
+    return child.pid
+
+
+@leek.task(timeout=1)
+def sleep_past_own_timeout(seconds):
+    time.sleep(seconds)
+
+
+@leek.task(retries=3, retry_backoff=0.1)
+def fail_until_third_call(n):
+    """Raise on the first two calls with this n, succeed on the third."""
+    from tests.models import Row
+
+    Row.objects.create(n=n, pid=os.getpid())
+    calls = Row.objects.filter(n=n).count()
+    if calls < 3:
+        raise RuntimeError(f"call {calls} fails")
+    return calls
+
+
+@leek.task(retries=1, retry_backoff=0.1)
+def always_fail():
+    raise RuntimeError("always")
+
+
+@leek.task(lost_retries=1)
+def crash_every_time():
+    os._exit(7)
+
+
+@leek.task
+def crash_with_segfault():
+    """Die of SIGSEGV, as a broken C extension would."""
+    import ctypes
+
+    ctypes.string_at(0)
+
+
+@leek.task
+def sleep_then_write_row(n, seconds=0.01):
+    """Sleep, then write a row: a short task a killed worker can die in the middle of."""
+    from tests.models import Row
+
+    time.sleep(seconds)
+    Row.objects.create(n=n, pid=os.getpid())
+    return n
+
+
+@leek.task
+def echo_bytes(data):
+    """Return the length of `data` (a large argument makes a large payload to load)."""
+    return len(data)

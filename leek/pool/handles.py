@@ -43,8 +43,13 @@ class WorkerHandle:
     task_started_at: float = 0.0
     tasks_done: int = 0
     last_rss: int = 0
-    # Why leek killed it, if it did.
+    # The running task's time limit in seconds (None: none).
+    timeout: float | None = None
+    # Tasks it may run before it is replaced (0: no limit).
+    task_quota: int = 0
+    # Why leek killed it, if it did, and the restart cause that counts it.
     killed_for: str = ""
+    kill_kind: str = ""
 
     @property
     def pid(self) -> int:

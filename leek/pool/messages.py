@@ -23,11 +23,12 @@ class Started:
 
     task_id: int
     callable_path: str
+    timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Finished:
-    """The task ended and its outcome is recorded; `status` is SUCCESSFUL or FAILED."""
+    """The task's outcome is recorded: SUCCESSFUL, FAILED, or READY for a retry."""
 
     task_id: int
     callable_path: str

@@ -31,6 +31,7 @@ from django.db import DatabaseError
 from leek.models import Task
 from leek.pool import messages, worker
 from leek.pool.handles import WorkerHandle, WorkerState
+from leek.pool.limits import MB, Limits, kill_tree, tree_rss
 
 logger = logging.getLogger("leek.pool")
 
@@ -72,13 +73,13 @@ class Supervisor:
         backlog: Backlog,
         sweeper: Sweeper,
         workers: int = 1,
-        shutdown_timeout: float = 30.0,
+        limits: Limits | None = None,
         burst: bool = False,
     ) -> None:
         self.backlog = backlog
         self.sweeper = sweeper
         self.size = workers
-        self.shutdown_timeout = shutdown_timeout
+        self.limits = limits or Limits()
         self.burst = burst
         self.host = socket.gethostname()
         self.context = multiprocessing.get_context("spawn")
@@ -88,7 +89,9 @@ class Supervisor:
         self.stop_at_once = False
         self.boot_failures = 0
         self.spawn_after = 0.0
-        self.counts = {"done": 0, "failed": 0, "lost": 0, "crashed": 0, "reloads": 0}
+        self.counts = {"done": 0, "failed": 0, "retried": 0, "lost": 0, "timed_out": 0}
+        # Why workers were replaced.
+        self.restarts = {"crash": 0, "memory": 0, "timeout": 0, "tasks": 0, "reload": 0}
         self._signal_r, self._signal_w = socket.socketpair()
 
     # -- the loop -------------------------------------------------------------------------
@@ -129,6 +132,9 @@ class Supervisor:
         limit = min(TICK, self.sweeper.seconds_left(now))
         if self.spawn_after > now:
             limit = min(limit, self.spawn_after - now)
+        for handle in self.workers.values():
+            if handle.running and handle.timeout:
+                limit = min(limit, handle.task_started_at + handle.timeout - now)
         return max(limit, 0.0)
 
     def handle(self, ready: Any) -> None:
@@ -158,7 +164,9 @@ class Supervisor:
         )
         process.start()
         child_end.close()
-        handle = WorkerHandle(process, parent_end, self.generation)
+        handle = WorkerHandle(
+            process, parent_end, self.generation, task_quota=self.limits.task_quota()
+        )
         self.workers[process.sentinel] = handle
         logger.debug("spawned worker %s (generation %s)", handle.pid, handle.generation)
         return handle
@@ -231,6 +239,7 @@ class Supervisor:
         elif isinstance(message, messages.Started):
             handle.running, handle.callable_path = True, message.callable_path
             handle.task_started_at = time.monotonic()
+            handle.timeout = message.timeout or self.limits.task_timeout or None
             logger.info(
                 "task %s %s started on worker %s",
                 message.task_id,
@@ -238,7 +247,7 @@ class Supervisor:
                 handle.pid,
             )
         elif isinstance(message, messages.Finished):
-            self.counts["done" if message.status == "SUCCESSFUL" else "failed"] += 1
+            self.counts[_COUNTED[message.status]] += 1
             handle.tasks_done += 1
             log = logger.info if message.status == "SUCCESSFUL" else logger.warning
             log(
@@ -251,9 +260,14 @@ class Supervisor:
                 f": {message.error}" if message.error else "",
             )
             self._task_done(handle)
+            self.check_after_task(handle)
         elif isinstance(message, messages.Skipped):
             if message.error and handle.running:
-                self._lose(handle, f"lost its database connection ({message.error})")
+                self._lose(
+                    handle,
+                    f"worker {handle.pid} lost its database connection while running task "
+                    f"{handle.task_id} {handle.callable_path} ({message.error})",
+                )
             self._task_done(handle)
 
     def _task_done(self, handle: WorkerHandle) -> None:
@@ -263,6 +277,27 @@ class Supervisor:
         if handle.state is WorkerState.BUSY:
             handle.state = WorkerState.IDLE
 
+    def check_after_task(self, handle: WorkerHandle) -> None:
+        """Retire a worker that has run its quota of tasks or grew past --max-memory."""
+        if handle.state is not WorkerState.IDLE:
+            return
+        if handle.task_quota and handle.tasks_done >= handle.task_quota:
+            self.restarts["tasks"] += 1
+            logger.info("worker %s ran %s tasks; replacing it", handle.pid, handle.tasks_done)
+            self.retire(handle)
+        elif self.limits.max_memory:
+            with contextlib.suppress(psutil.Error):
+                handle.last_rss = tree_rss(handle.pid)
+            if handle.last_rss > self.limits.max_memory * MB:
+                self.restarts["memory"] += 1
+                logger.warning(
+                    "worker %s uses %.0f MB, over --max-memory %s MB; replacing it",
+                    handle.pid,
+                    handle.last_rss / MB,
+                    self.limits.max_memory,
+                )
+                self.retire(handle)
+
     def on_exit(self, handle: WorkerHandle) -> None:
         """Settle the task of a worker that ended, and count how it ended."""
         self._read_messages(handle)  # what it said before it died
@@ -271,24 +306,48 @@ class Supervisor:
         handle.conn.close()
         how = handle.describe_exit()
         if handle.task_id is not None and handle.running:
-            self.counts["lost"] += 1
-            by = f"by leek: {handle.killed_for}" if handle.killed_for else "not by leek"
-            self._lose(handle, f"{how} (last RSS {handle.last_rss / 2**20:.0f} MB, {by})")
+            self._settle_lost(handle, how)
         elif handle.task_id is not None:
             self.backlog.give_back(handle.task_id)  # it never started: READY, untouched
         if handle.state is WorkerState.STARTING:
             self._boot_failed(handle, how)
+        elif handle.kill_kind:
+            self.restarts[handle.kill_kind] += 1
         elif handle.state is not WorkerState.RETIRING and not self.stopping:
-            self.counts["crashed"] += 1
+            self.restarts["crash"] += 1
             logger.error("worker %s %s; starting a replacement", handle.pid, how)
         else:
             logger.debug("worker %s %s after retiring", handle.pid, how)
 
-    def _lose(self, handle: WorkerHandle, how: str) -> None:
-        reason = f"worker {handle.pid} {how} while running task {handle.task_id}"
+    def _settle_lost(self, handle: WorkerHandle, how: str) -> None:
+        if handle.kill_kind == "timeout":
+            self.counts["timed_out"] += 1
+            reason = (
+                f"task {handle.task_id} {handle.callable_path} ran past its time limit of "
+                f"{handle.timeout:g} s; leek killed worker {handle.pid} and its child processes"
+            )
+            self._lose(handle, reason, "leek.exceptions.TaskTimedOut")
+            return
+        self.counts["lost"] += 1
+        by = f"by leek: {handle.killed_for}" if handle.killed_for else "not by leek"
+        rss = handle.last_rss / MB
+        self._lose(
+            handle,
+            f"worker {handle.pid} {how} (last RSS {rss:.0f} MB, {by}) while running task "
+            f"{handle.task_id} {handle.callable_path}",
+        )
+
+    def _lose(
+        self, handle: WorkerHandle, reason: str, path: str = "leek.exceptions.WorkerLost"
+    ) -> None:
         logger.error("task %s %s: %s", handle.task_id, handle.callable_path, reason)
         try:
-            Task.objects.lose(handle.task_id, handle.pid, reason)
+            if path == "leek.exceptions.WorkerLost":
+                status = Task.objects.lose(handle.task_id, handle.pid, reason)
+            else:
+                status = Task.objects.fail(handle.task_id, handle.pid, path, f"{path}: {reason}")
+            if status == "READY":
+                logger.warning("task %s goes back to READY (lost_retries)", handle.task_id)
         except DatabaseError:
             logger.exception("cannot record the loss of task %s", handle.task_id)
         self.backlog.release(handle.task_id)
@@ -318,11 +377,23 @@ class Supervisor:
         self.spawn_after = time.monotonic() + delay
 
     def enforce_limits(self) -> None:
-        """Read each busy worker's resident memory (psutil)."""
-        for handle in self.workers.values():
-            if handle.running:
-                with contextlib.suppress(psutil.Error):  # exiting: its sentinel tells
-                    handle.last_rss = _tree_rss(handle.pid)
+        """Kill busy workers past their task's time limit or the hard memory ceiling."""
+        now = time.monotonic()
+        hard = self.limits.max_memory_hard * MB
+        for handle in list(self.workers.values()):
+            if not handle.running or handle.kill_kind:
+                continue
+            with contextlib.suppress(psutil.Error):  # exiting: its sentinel tells
+                handle.last_rss = tree_rss(handle.pid)
+            if handle.timeout and now - handle.task_started_at >= handle.timeout:
+                self._kill(handle, f"timed out after {handle.timeout:g} s", "timeout")
+            elif hard and handle.last_rss > hard:
+                self._kill(
+                    handle,
+                    f"resident memory {handle.last_rss / MB:.0f} MB passed "
+                    f"--max-memory-hard {self.limits.max_memory_hard} MB",
+                    "memory",
+                )
 
     def recover_orphans(self) -> None:
         """Handle tasks left RUNNING on this host by workers that no longer exist."""
@@ -353,7 +424,8 @@ class Supervisor:
         """Retire every worker, give running tasks the grace period, then kill the rest."""
         for handle in list(self.workers.values()):
             self.retire(handle)
-        deadline = time.monotonic() + (0 if self.stop_at_once else self.shutdown_timeout)
+        grace = self.limits.shutdown_timeout
+        deadline = time.monotonic() + (0 if self.stop_at_once else grace)
         while self.workers and not self.stop_at_once:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -361,18 +433,18 @@ class Supervisor:
             for ready in wait(self.waitables(), timeout=min(left, TICK)):
                 self.handle(ready)
         for handle in list(self.workers.values()):
-            self._kill(handle, f"still running {self.shutdown_timeout} s after shutdown began")
+            if handle.running:
+                self._kill(handle, f"still running {grace:g} s after shutdown began")
+            else:
+                self._kill(handle, "stopping at once")
+            handle.process.join(timeout=5)
             self.on_exit(handle)
 
-    def _kill(self, handle: WorkerHandle, why: str) -> None:
-        handle.killed_for = why
-        try:
-            process = psutil.Process(handle.pid)
-            for child in process.children(recursive=True) + [process]:
-                child.kill()
-        except psutil.Error:
-            pass  # already gone
-        handle.process.join(timeout=5)
+    def _kill(self, handle: WorkerHandle, why: str, kind: str = "") -> None:
+        """SIGKILL a worker and its children; on_exit then settles its task."""
+        handle.killed_for, handle.kill_kind = why, kind
+        children = kill_tree(handle.pid)
+        logger.warning("killed worker %s (and %s children): %s", handle.pid, children, why)
 
     # -- signals --------------------------------------------------------------------------
 
@@ -391,7 +463,7 @@ class Supervisor:
 
     def handle_term(self) -> None:
         """Stop dispatching; running tasks get the grace period."""
-        logger.info("SIGTERM: finishing running tasks (up to %s s)", self.shutdown_timeout)
+        logger.info("SIGTERM: finishing running tasks (up to %s s)", self.limits.shutdown_timeout)
         self.stopping = True
 
     def handle_int(self) -> None:
@@ -406,7 +478,7 @@ class Supervisor:
     def handle_hup(self) -> None:
         """Reload: start a fresh generation; the old one retires once it has booted."""
         self.generation += 1
-        self.counts["reloads"] += 1
+        self.restarts["reload"] += 1
         logger.info("SIGHUP: starting worker generation %s", self.generation)
 
     def handle_ttin(self) -> None:
@@ -422,7 +494,12 @@ class Supervisor:
     def handle_usr1(self) -> None:
         """Log one status line per worker."""
         now = time.monotonic()
-        logger.info("status: %s queued, counts %s", len(self.backlog), self.counts)
+        logger.info(
+            "status: %s queued, counts %s, restarts %s",
+            len(self.backlog),
+            self.counts,
+            self.restarts,
+        )
         for handle in self.workers.values():
             logger.info("status: worker %s", handle.snapshot(now))
 
@@ -435,18 +512,14 @@ class Supervisor:
             "generation": self.generation,
             "workers": [h.snapshot(now) for h in list(self.workers.values())],
             "counts": dict(self.counts),
+            "restarts": dict(self.restarts),
             "queued": len(self.backlog),
         }
 
 
+# Which counter a Finished message adds to.
+_COUNTED = {"SUCCESSFUL": "done", "FAILED": "failed", "READY": "retried"}
+
+
 def _noop(signum: int, frame: Any) -> None:
     """Do nothing: the wake-up fd carries the signal to the loop."""
-
-
-def _tree_rss(pid: int) -> int:
-    process = psutil.Process(pid)
-    total = process.memory_info().rss
-    for child in process.children(recursive=True):
-        with contextlib.suppress(psutil.Error):  # it ended meanwhile
-            total += child.memory_info().rss
-    return total

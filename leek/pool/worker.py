@@ -64,7 +64,10 @@ def run_one(conn: Connection, task_id: int, host: str) -> object:
     close_old_connections()
     try:
         outcome = runner.run(
-            task_id, pid, host, on_start=lambda path: conn.send(messages.Started(task_id, path))
+            task_id,
+            pid,
+            host,
+            on_start=lambda path, timeout: conn.send(messages.Started(task_id, path, timeout)),
         )
     except DatabaseError as exc:
         logger.exception("worker %s: database error on task %s", pid, task_id)

@@ -15,8 +15,21 @@ from django.db import connections, router
 
 from leek import conf
 from leek.models import Task, TaskStatus
+from leek.pool.limits import Limits
 from leek.pool.supervisor import Supervisor
 from leek.server import Backlog, Listener, Sweeper
+
+# Options that override the LEEK setting of the same name.
+_OVERRIDES = (
+    "workers",
+    "bind",
+    "pools",
+    "shutdown_timeout",
+    "max_memory",
+    "max_memory_hard",
+    "max_tasks_per_worker",
+    "task_timeout",
+)
 
 
 class Command(BaseCommand):
@@ -29,7 +42,12 @@ class Command(BaseCommand):
         parser.add_argument("--workers", type=int, help="worker processes (default 1)")
         parser.add_argument("--bind", help="HOST:PORT to listen on (default LEEK['bind'])")
         parser.add_argument(
-            "--pool", action="append", dest="pools", help="serve this pool (repeatable)"
+            "--pool",
+            action="extend",
+            nargs="+",
+            dest="pools",
+            metavar="NAME",
+            help="serve only these pools (default: every pool)",
         )
         parser.add_argument(
             "--burst", action="store_true", help="run every due READY task, then exit"
@@ -37,8 +55,32 @@ class Command(BaseCommand):
         parser.add_argument(
             "--shutdown-timeout",
             type=float,
-            default=30.0,
+            metavar="SECONDS",
             help="seconds running tasks get to finish on SIGTERM/SIGINT (default 30)",
+        )
+        parser.add_argument(
+            "--max-memory",
+            type=int,
+            metavar="MB",
+            help="replace a worker whose resident memory passed MB after a task",
+        )
+        parser.add_argument(
+            "--max-memory-hard",
+            type=int,
+            metavar="MB",
+            help="kill a worker at once, mid-task, past MB (its task is lost)",
+        )
+        parser.add_argument(
+            "--max-tasks-per-worker",
+            type=int,
+            metavar="N",
+            help="replace a worker after about N tasks",
+        )
+        parser.add_argument(
+            "--task-timeout",
+            type=float,
+            metavar="SECONDS",
+            help="kill a task that runs longer, unless @leek.task(timeout=...) says otherwise",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -51,7 +93,13 @@ class Command(BaseCommand):
             backlog,
             sweeper,
             workers=settings.workers,
-            shutdown_timeout=options["shutdown_timeout"],
+            limits=Limits(
+                max_memory=settings.max_memory,
+                max_memory_hard=settings.max_memory_hard,
+                max_tasks=settings.max_tasks_per_worker,
+                task_timeout=settings.task_timeout,
+                shutdown_timeout=settings.shutdown_timeout,
+            ),
             burst=options["burst"],
         )
         listener = None
@@ -78,11 +126,7 @@ class Command(BaseCommand):
             sys.exit(code)
 
     def _settings(self, options: dict[str, Any]) -> conf.Settings:
-        changes = {
-            key: options[key]
-            for key in ("workers", "bind", "pools")
-            if options.get(key) is not None
-        }
+        changes = {key: options[key] for key in _OVERRIDES if options.get(key) is not None}
         try:
             settings = conf.get().replace(**changes)
         except ImproperlyConfigured as exc:

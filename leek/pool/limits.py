@@ -1,0 +1,62 @@
+"""The limits a supervisor holds its workers to, and the psutil calls that measure and kill.
+
+Used by the supervisor in the server process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from dataclasses import dataclass
+
+import psutil
+
+MB = 2**20
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What a worker may use; 0 turns a limit off."""
+
+    # Retire a worker after a task that left it above this resident memory (MB).
+    max_memory: int = 0
+    # Kill a worker at once, mid-task, above this resident memory (MB).
+    max_memory_hard: int = 0
+    # Retire a worker after about this many tasks.
+    max_tasks: int = 0
+    # Seconds a task may run when it does not say.
+    task_timeout: float = 0
+    # Seconds running tasks get to finish on SIGTERM / SIGINT.
+    shutdown_timeout: float = 30.0
+
+    def task_quota(self) -> int:
+        """Return how many tasks a new worker may run: max_tasks, plus up to 10 % jitter.
+
+        The jitter keeps a pool from recycling all its workers at the same moment.
+        """
+        if not self.max_tasks:
+            return 0
+        return self.max_tasks + random.randint(0, self.max_tasks // 10)
+
+
+def tree_rss(pid: int) -> int:
+    """Return the resident memory of a process and all its children, in bytes."""
+    process = psutil.Process(pid)
+    total = process.memory_info().rss
+    for child in process.children(recursive=True):
+        with contextlib.suppress(psutil.Error):  # it ended meanwhile
+            total += child.memory_info().rss
+    return total
+
+
+def kill_tree(pid: int) -> int:
+    """SIGKILL a process and every process below it; return how many children it had."""
+    try:
+        process = psutil.Process(pid)
+        children = process.children(recursive=True)
+    except psutil.Error:
+        return 0  # already gone
+    for victim in [process, *children]:
+        with contextlib.suppress(psutil.Error):
+            victim.kill()
+    return len(children)
