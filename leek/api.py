@@ -214,19 +214,21 @@ def push_task_to_queue(a_callable: Callable[..., Any], *args: Any, **kwargs: Any
         )
     payload = serialize.dumps_call(fn, args, kwargs)
     now = timezone.now()
+    eager = conf.get().eager
     task = Task.objects.create(
         pool=options.pool,
         callable_path=path,
         payload=payload,
         priority=options.priority,
-        run_after=options.due_at(now),
+        # Eager mode runs at once, whatever run_after says, as Celery's eager mode does.
+        run_after=now if eager else options.due_at(now),
         enqueued_at=now,
         timeout=options.timeout,
         retries=options.retries,
         retry_backoff=options.retry_backoff,
         lost_retries=options.lost_retries,
     )
-    if conf.get().eager:
+    if eager:
         runner.run(task.pk, os.getpid(), socket.gethostname())
         task.refresh_from_db()
     elif task.run_after <= now:

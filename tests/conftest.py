@@ -224,11 +224,32 @@ def start_server(settings):
         server.stop()
 
 
+class _Settings:
+    """Django settings whose assignments go through override_settings (and its signal)."""
+
+    def __init__(self):
+        object.__setattr__(self, "_overrides", [])
+
+    def __getattr__(self, name):
+        from django.conf import settings as django_settings
+
+        return getattr(django_settings, name)
+
+    def __setattr__(self, name, value):
+        from django.test import override_settings
+
+        override = override_settings(**{name: value})
+        override.enable()
+        self._overrides.append(override)
+
+    def undo(self):
+        while self._overrides:
+            self._overrides.pop().disable()
+
+
 @pytest.fixture
 def settings():
     """Django settings that tests may change; every change is undone afterwards."""
-    from django.conf import settings as django_settings
-    from django.test import override_settings
-
-    with override_settings():
-        yield django_settings
+    changed = _Settings()
+    yield changed
+    changed.undo()

@@ -72,5 +72,5 @@ LEEK = {
     "bind": "127.0.0.1:" + os.environ.get("LEEK_TEST_PORT", "0"),
     "host": "127.0.0.1",
     "port": int(os.environ.get("LEEK_TEST_PORT", "1")),
-    "sweep_interval": 0.5,
+    "sweep_interval": float(os.environ.get("LEEK_TEST_SWEEP_INTERVAL", "0.5")),
 }

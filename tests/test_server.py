@@ -41,6 +41,14 @@ def test_task_runs_in_a_worker_and_records_its_outcome(start_server):
     assert f"task {row.pk} tests.tasks.add SUCCESSFUL" in server.log()
 
 
+def test_the_notification_alone_starts_the_task(start_server):
+    # With a sweep once an hour, only the notification can get the task run.
+    server = start_server(env={"LEEK_TEST_SWEEP_INTERVAL": "3600"})
+    for n in range(3):
+        assert finished(tasks.add.offload(n, 1), timeout=30).return_value == n + 1
+    assert server.stats()["listener"]["notifications"] >= 3
+
+
 def test_task_offloaded_in_a_rolled_back_transaction_never_runs(start_server):
     start_server()
 
