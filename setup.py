@@ -17,7 +17,7 @@ setup(
     install_requires=["Django>=5.2", "psutil>=5.9"],
     extras_require={
         "postgres": ["psycopg[binary]>=3.1"],
-        "test": ["pytest>=8", "psycopg[binary]>=3.1", "ruff>=0.6"],
+        "test": ["pytest>=8", "hypothesis>=6", "psycopg[binary]>=3.1", "ruff>=0.6"],
     },
     classifiers=[
         "Framework :: Django",

@@ -19,23 +19,20 @@ import contextlib
 import logging
 import multiprocessing
 import os
-import signal
 import socket
 import time
 from multiprocessing.connection import wait
 from typing import Any, Protocol
 
 import psutil
-from django.db import DatabaseError
 
-from leek.models import Task
-from leek.pool import messages, worker
+from leek.pool import losses, messages, worker
 from leek.pool.handles import WorkerHandle, WorkerState
 from leek.pool.limits import MB, Limits, kill_tree, tree_rss
+from leek.pool.signals import SignalSocket
 
 logger = logging.getLogger("leek.pool")
 
-HANDLED_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGTTIN", "SIGTTOU", "SIGUSR1")
 # Longest sleep of the loop; psutil limits and the sweep are checked at least this often.
 TICK = 1.0
 # Boot failures in a row before the server gives up, and the first backoff delay.
@@ -92,15 +89,15 @@ class Supervisor:
         self.counts = {"done": 0, "failed": 0, "retried": 0, "lost": 0, "timed_out": 0}
         # Why workers were replaced.
         self.restarts = {"crash": 0, "memory": 0, "timeout": 0, "tasks": 0, "reload": 0}
-        self._signal_r, self._signal_w = socket.socketpair()
+        self.signals = SignalSocket()
 
     # -- the loop -------------------------------------------------------------------------
 
     def run(self) -> int:
         """Serve until told to stop; return the process exit code."""
-        self._install_signals()
+        self.signals.install()
         try:
-            self.recover_orphans()
+            self.counts["lost"] += losses.recover_orphans(self.host)
             while not self.stopping:
                 self.maintain_pool()
                 self.dispatch()
@@ -116,12 +113,12 @@ class Supervisor:
             self.drain()
             return 1
         finally:
-            self._restore_signals()
+            self.signals.restore()
         return 0
 
     def waitables(self) -> list[Any]:
         """Return what the loop waits on: signals, the backlog, worker pipes and sentinels."""
-        found: list[Any] = [self._signal_r, self.backlog]
+        found: list[Any] = [self.signals, self.backlog]
         for sentinel, handle in self.workers.items():
             found += [sentinel, handle.conn]
         return found
@@ -139,10 +136,9 @@ class Supervisor:
 
     def handle(self, ready: Any) -> None:
         """Act on one thing that became ready."""
-        if ready is self._signal_r:
-            for signum in self._signal_r.recv(64):
-                name = signal.Signals(signum).name
-                getattr(self, f"handle_{name[3:].lower()}")()
+        if ready is self.signals:
+            for name in self.signals.read():
+                getattr(self, f"handle_{name}")()
         elif ready is self.backlog:
             self.backlog.clear_wakeup()
         elif isinstance(ready, int):
@@ -306,7 +302,7 @@ class Supervisor:
         handle.conn.close()
         how = handle.describe_exit()
         if handle.task_id is not None and handle.running:
-            self._settle_lost(handle, how)
+            self._lose(handle)
         elif handle.task_id is not None:
             self.backlog.give_back(handle.task_id)  # it never started: READY, untouched
         if handle.state is WorkerState.STARTING:
@@ -319,37 +315,13 @@ class Supervisor:
         else:
             logger.debug("worker %s %s after retiring", handle.pid, how)
 
-    def _settle_lost(self, handle: WorkerHandle, how: str) -> None:
-        if handle.kill_kind == "timeout":
-            self.counts["timed_out"] += 1
-            reason = (
-                f"task {handle.task_id} {handle.callable_path} ran past its time limit of "
-                f"{handle.timeout:g} s; leek killed worker {handle.pid} and its child processes"
-            )
-            self._lose(handle, reason, "leek.exceptions.TaskTimedOut")
-            return
-        self.counts["lost"] += 1
-        by = f"by leek: {handle.killed_for}" if handle.killed_for else "not by leek"
-        rss = handle.last_rss / MB
-        self._lose(
-            handle,
-            f"worker {handle.pid} {how} (last RSS {rss:.0f} MB, {by}) while running task "
-            f"{handle.task_id} {handle.callable_path}",
-        )
-
-    def _lose(
-        self, handle: WorkerHandle, reason: str, path: str = "leek.exceptions.WorkerLost"
-    ) -> None:
-        logger.error("task %s %s: %s", handle.task_id, handle.callable_path, reason)
-        try:
-            if path == "leek.exceptions.WorkerLost":
-                status = Task.objects.lose(handle.task_id, handle.pid, reason)
-            else:
-                status = Task.objects.fail(handle.task_id, handle.pid, path, f"{path}: {reason}")
-            if status == "READY":
-                logger.warning("task %s goes back to READY (lost_retries)", handle.task_id)
-        except DatabaseError:
-            logger.exception("cannot record the loss of task %s", handle.task_id)
+    def _lose(self, handle: WorkerHandle, reason: str = "") -> None:
+        """Record the task a worker held as lost (reason: why, when not its death)."""
+        path, described = losses.describe_loss(handle)
+        if reason:
+            path, described = losses.WORKER_LOST, reason
+        self.counts["timed_out" if path == losses.TIMED_OUT else "lost"] += 1
+        losses.record_loss(handle.task_id, handle.pid, path, described)
         self.backlog.release(handle.task_id)
         handle.task_id, handle.running = None, False
 
@@ -395,19 +367,6 @@ class Supervisor:
                     "memory",
                 )
 
-    def recover_orphans(self) -> None:
-        """Handle tasks left RUNNING on this host by workers that no longer exist."""
-        for task_id, pid in Task.objects.running_on(self.host).values_list("id", "worker_pid"):
-            if pid and psutil.pid_exists(pid):
-                continue
-            reason = (
-                f"worker {pid} on {self.host} was gone while running task {task_id} "
-                "(its server stopped without settling it; found at the next start)"
-            )
-            if Task.objects.lose(task_id, pid, reason):
-                self.counts["lost"] += 1
-                logger.error("task %s: %s", task_id, reason)
-
     def stop_if_burst_done(self) -> None:
         """In burst mode, stop once nothing is queued or running."""
         if not self.burst or len(self.backlog):
@@ -447,19 +406,6 @@ class Supervisor:
         logger.warning("killed worker %s (and %s children): %s", handle.pid, children, why)
 
     # -- signals --------------------------------------------------------------------------
-
-    def _install_signals(self) -> None:
-        self._signal_w.setblocking(False)
-        self._old_wakeup_fd = signal.set_wakeup_fd(
-            self._signal_w.fileno(), warn_on_full_buffer=False
-        )
-        for name in HANDLED_SIGNALS:
-            signal.signal(getattr(signal, name), _noop)
-
-    def _restore_signals(self) -> None:
-        for name in HANDLED_SIGNALS:
-            signal.signal(getattr(signal, name), signal.SIG_DFL)
-        signal.set_wakeup_fd(self._old_wakeup_fd)
 
     def handle_term(self) -> None:
         """Stop dispatching; running tasks get the grace period."""
@@ -519,7 +465,3 @@ class Supervisor:
 
 # Which counter a Finished message adds to.
 _COUNTED = {"SUCCESSFUL": "done", "FAILED": "failed", "READY": "retried"}
-
-
-def _noop(signum: int, frame: Any) -> None:
-    """Do nothing: the wake-up fd carries the signal to the loop."""
