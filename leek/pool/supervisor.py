@@ -86,6 +86,7 @@ class Supervisor:
         self.stop_at_once = False
         self.boot_failures = 0
         self.spawn_after = 0.0
+        self.next_memory_poll = 0.0
         self.counts = {"done": 0, "failed": 0, "retried": 0, "lost": 0, "timed_out": 0}
         # Why workers were replaced.
         self.restarts = {"crash": 0, "memory": 0, "timeout": 0, "tasks": 0, "reload": 0}
@@ -236,6 +237,9 @@ class Supervisor:
             handle.running, handle.callable_path = True, message.callable_path
             handle.task_started_at = time.monotonic()
             handle.timeout = message.timeout or self.limits.task_timeout or None
+            # Its own memory only: cheap, unlike the whole tree that the tick polls.
+            with contextlib.suppress(psutil.Error):
+                handle.last_rss = psutil.Process(handle.pid).memory_info().rss
             logger.info(
                 "task %s %s started on worker %s",
                 message.task_id,
@@ -352,11 +356,16 @@ class Supervisor:
         """Kill busy workers past their task's time limit or the hard memory ceiling."""
         now = time.monotonic()
         hard = self.limits.max_memory_hard * MB
+        # psutil reads /proc for each worker's tree: once a tick, not on every message.
+        poll_memory = now >= self.next_memory_poll
+        if poll_memory:
+            self.next_memory_poll = now + TICK
         for handle in list(self.workers.values()):
             if not handle.running or handle.kill_kind:
                 continue
-            with contextlib.suppress(psutil.Error):  # exiting: its sentinel tells
-                handle.last_rss = tree_rss(handle.pid)
+            if poll_memory:
+                with contextlib.suppress(psutil.Error):  # exiting: its sentinel tells
+                    handle.last_rss = tree_rss(handle.pid)
             if handle.timeout and now - handle.task_started_at >= handle.timeout:
                 self._kill(handle, f"timed out after {handle.timeout:g} s", "timeout")
             elif hard and handle.last_rss > hard:

@@ -1,0 +1,879 @@
+"""Measure leek end to end against a real `manage.py leek` server, and the floors it sits on.
+
+Run from the repository root, after `pip install -e .`:
+
+    python benchmarks/throughput.py                 # SQLite, --workers 1, 2 and 4
+    python benchmarks/throughput.py --quick         # 300 tasks, 2 workers: a fast check
+    python benchmarks/throughput.py --db postgres   # PostgreSQL at 127.0.0.1:5432, user postgres
+    python benchmarks/throughput.py --workers 2 --json results.json
+
+It builds a throwaway Django project in a temporary directory (a `benchapp` with a `Row` model
+and two tasks, `noop()` and `write_row(n)`), migrates it, starts `python -m django leek` as a
+subprocess for each worker count, offloads tasks from this process, and verifies that every
+task ended SUCCESSFUL exactly once (and that each `write_row` wrote exactly one row). Any loss
+or double prints what went wrong and exits non-zero. Every process it starts is stopped by pid.
+See benchmarks/README.md for what each figure means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import closing, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SETTINGS_MODULE = "leek_bench_settings"
+BANNER = re.compile(rb"leek serving .* on ([\d.]+):(\d+) with (\d+) worker")
+POLL_INTERVAL = 0.020  # seconds between two counts of SUCCESSFUL rows
+MEMORY_INTERVAL = 0.050  # seconds between two RSS samples
+PHASE_TIMEOUT = 120.0  # seconds a batch may take before it counts as lost
+MB = 2**20
+
+
+class VerificationError(Exception):
+    """A task was lost, ran twice, or a row is missing or doubled."""
+
+
+class BenchError(Exception):
+    """The benchmark could not run (server did not start, database unreachable)."""
+
+
+def progress(message: str) -> None:
+    """Write a progress line on stderr."""
+    sys.stderr.write(f"[bench {time.strftime('%H:%M:%S')}] {message}\n")
+    sys.stderr.flush()
+
+
+# --------------------------------------------------------------------------- the project
+
+
+SETTINGS_TEMPLATE = """\
+SECRET_KEY = "leek-bench-not-secret"
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+INSTALLED_APPS = ["leek", "benchapp"]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+DATABASES = {{"default": {database}}}
+LEEK = {{"bind": "127.0.0.1:{port}", "host": "127.0.0.1", "port": {port}}}
+"""
+
+MODELS_PY = '''\
+"""The benchmark's one model."""
+
+from django.db import models
+
+
+class Row(models.Model):
+    """A row written by `write_row`."""
+
+    n = models.IntegerField()
+'''
+
+TASKS_PY = '''\
+"""The benchmark's tasks."""
+
+from leek import Leek
+
+from benchapp.models import Row
+
+leek = Leek()
+
+
+@leek.task
+def noop():
+    """Do nothing."""
+
+
+@leek.task
+def write_row(n):
+    """Write one row."""
+    Row.objects.create(n=n)
+'''
+
+MIGRATION_PY = """\
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    initial = True
+    dependencies = []
+    operations = [
+        migrations.CreateModel(
+            name="Row",
+            fields=[
+                ("id", models.BigAutoField(primary_key=True, serialize=False)),
+                ("n", models.IntegerField()),
+            ],
+        ),
+    ]
+"""
+
+
+def database_settings(db: str, root: Path, pg_name: str) -> dict[str, Any]:
+    """Return the DATABASES["default"] entry for `db`."""
+    if db == "postgres":
+        return {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": pg_name,
+            "USER": "postgres",
+            "HOST": "127.0.0.1",
+            "PORT": "5432",
+            "CONN_MAX_AGE": None,
+        }
+    return {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": str(root / "bench.sqlite3"),
+        "CONN_MAX_AGE": None,
+        "OPTIONS": {
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        },
+    }
+
+
+def write_project(root: Path, database: dict[str, Any], port: int) -> None:
+    """Write the settings module and the bench app into `root`."""
+    settings = SETTINGS_TEMPLATE.format(database=repr(database), port=port)
+    (root / f"{SETTINGS_MODULE}.py").write_text(settings)
+    app = root / "benchapp"
+    (app / "migrations").mkdir(parents=True)
+    (app / "__init__.py").write_text("")
+    (app / "models.py").write_text(MODELS_PY)
+    (app / "tasks.py").write_text(TASKS_PY)
+    (app / "migrations" / "__init__.py").write_text("")
+    (app / "migrations" / "0001_initial.py").write_text(MIGRATION_PY)
+
+
+def free_port() -> int:
+    """Return a loopback port nobody listens on right now."""
+    with closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def pg_admin(sql: str) -> None:
+    """Run one statement on the `postgres` database, in autocommit."""
+    import psycopg
+
+    try:
+        with psycopg.connect(
+            "host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True
+        ) as conn:
+            conn.execute(sql)
+    except psycopg.OperationalError as exc:
+        raise BenchError(f"PostgreSQL at 127.0.0.1:5432: {exc}") from exc
+
+
+def setup_django(root: Path) -> None:
+    """Make this process a client of the throwaway project, and migrate it."""
+    sys.path.insert(0, str(root))
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(1, str(REPO_ROOT))  # the checkout, when leek is not installed
+    os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS_MODULE
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0)
+
+
+# --------------------------------------------------------------------------- the server
+
+
+@dataclass
+class Server:
+    """A `python -m django leek` subprocess and every pid seen under it."""
+
+    proc: subprocess.Popen
+    port: int
+    workers: int
+    log: Path
+    seen: set[int] = field(default_factory=set)
+    banner: bytes = b""
+
+    def ask(self, line: bytes, timeout: float = 2.0) -> bytes:
+        """Send one line to the server and return its one-line reply."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as sock:
+            sock.sendall(line)
+            reply = b""
+            while not reply.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+        return reply
+
+    def stats(self) -> dict[str, Any]:
+        """Return the server's `stats` object."""
+        reply = self.ask(b"stats\n")
+        word, _, body = reply.partition(b" ")
+        if word != b"stats":
+            raise BenchError(f"unexpected reply to stats: {reply[:80]!r}")
+        return json.loads(body)
+
+    def worker_pids(self) -> list[int]:
+        """Return the pids of the workers, as the server reports them."""
+        return [w["pid"] for w in self.stats()["workers"]]
+
+    def remember_children(self) -> None:
+        """Note every descendant of the server, so that stop() can kill what outlives it."""
+        with suppress(psutil.Error):
+            for child in psutil.Process(self.proc.pid).children(recursive=True):
+                self.seen.add(child.pid)
+
+    def log_tail(self) -> str:
+        """Return the end of the server's stderr."""
+        with suppress(OSError):
+            return self.log.read_text(errors="replace")[-3000:]
+        return ""
+
+
+def start_server(root: Path, port: int, workers: int) -> Server:
+    """Start the server with `workers` workers and wait until they are all idle."""
+    env = dict(os.environ)
+    env["DJANGO_SETTINGS_MODULE"] = SETTINGS_MODULE
+    paths = [str(root), str(REPO_ROOT), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    log = root / f"server-{workers}.log"
+    command = [sys.executable, "-m", "django", "leek", "--workers", str(workers)]
+    command += ["--bind", f"127.0.0.1:{port}", "-v", "0"]
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            command,
+            env=env,
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            start_new_session=True,
+        )
+    server = Server(proc, port, workers, log)
+    try:
+        wait_ready(server)
+    except BaseException:
+        stop_server(server)
+        raise
+    return server
+
+
+def read_banner(server: Server, deadline: float) -> None:
+    """Read the banner from the server's stdout and check its port and worker count."""
+    found: list[bytes] = []
+    reader = threading.Thread(
+        target=lambda: found.append(server.proc.stdout.readline()), daemon=True
+    )
+    reader.start()
+    reader.join(max(0.0, deadline - time.monotonic()))
+    if not found or not found[0]:
+        raise BenchError(f"server printed no banner; its log:\n{server.log_tail()}")
+    server.banner = found[0].strip()
+    match = BANNER.search(server.banner)
+    if not match or int(match[2]) != server.port or int(match[3]) != server.workers:
+        raise BenchError(f"unexpected banner {server.banner!r}")
+
+
+def wait_ready(server: Server, timeout: float = 60.0) -> None:
+    """Wait for the banner, a `pong`, and `stats` showing every worker idle."""
+    deadline = time.monotonic() + timeout
+    read_banner(server, deadline)
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise BenchError(f"server exited with {server.proc.returncode}:\n{server.log_tail()}")
+        server.remember_children()
+        try:
+            if server.ask(b"ping\n") == b"pong\n":
+                states = [w["state"] for w in server.stats()["workers"]]
+                if states.count("idle") == server.workers:
+                    server.remember_children()
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise BenchError(f"server not ready after {timeout} s:\n{server.log_tail()}")
+
+
+def stop_server(server: Server) -> None:
+    """Stop the server: SIGTERM, wait, then SIGKILL it and every child it ever had."""
+    server.remember_children()
+    proc = server.proc
+    if proc.poll() is None:
+        with suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            progress(f"server {proc.pid} ignored SIGTERM for 20 s; killing it")
+            with suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+    for pid in sorted(server.seen):
+        with suppress(psutil.Error):
+            child = psutil.Process(pid)
+            child.kill()
+            child.wait(timeout=5)
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+# --------------------------------------------------------------------------- memory
+
+
+class MemorySampler:
+    """Sample the RSS of the server and its workers every MEMORY_INTERVAL in a thread."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.pids = [server.proc.pid, *server.worker_pids()]
+        self.peak: dict[int, int] = dict.fromkeys(self.pids, 0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> dict[int, int]:
+        """Return the RSS of each pid now (0 for one that is gone)."""
+        now = {}
+        for pid in self.pids:
+            try:
+                now[pid] = psutil.Process(pid).memory_info().rss
+            except psutil.Error:
+                now[pid] = 0
+        return now
+
+    def _run(self) -> None:
+        while not self._stop.wait(MEMORY_INTERVAL):
+            for pid, rss in self.sample().items():
+                self.peak[pid] = max(self.peak[pid], rss)
+
+    def __enter__(self) -> MemorySampler:
+        """Start sampling."""
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Stop sampling."""
+        self._stop.set()
+        self._thread.join()
+        self.server.remember_children()
+
+
+def memory_figures(server_pid: int, idle: dict[int, int], peak: dict[int, int]) -> dict:
+    """Return server and worker RSS in MB, idle and at peak."""
+    workers = [pid for pid in idle if pid != server_pid]
+    return {
+        "server_idle_mb": round(idle[server_pid] / MB, 1),
+        "server_peak_mb": round(peak[server_pid] / MB, 1),
+        "workers_idle_mb": [round(idle[p] / MB, 1) for p in workers],
+        "workers_peak_mb": [round(peak[p] / MB, 1) for p in workers],
+    }
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+def wait_successful(ids: list[int], timeout: float = PHASE_TIMEOUT) -> float:
+    """Poll until every id is SUCCESSFUL; return the time.perf_counter() it was seen."""
+    from leek.models import Task
+
+    # Only this process creates tasks, so the id range holds exactly these ids (checked
+    # after); a range is cheaper to count than an IN of thousands of parameters.
+    rows = Task.objects.filter(id__gte=min(ids), id__lte=max(ids), status="SUCCESSFUL")
+    deadline = time.perf_counter() + timeout
+    last_report = time.perf_counter()
+    while True:
+        done = rows.count()
+        now = time.perf_counter()
+        if done >= len(ids):
+            return now
+        if now > deadline:
+            raise VerificationError(
+                f"only {done} of {len(ids)} tasks SUCCESSFUL after {timeout:g} s: "
+                f"{status_counts(ids)}"
+            )
+        if now - last_report > 2:
+            progress(f"  {done}/{len(ids)} SUCCESSFUL")
+            last_report = now
+        time.sleep(POLL_INTERVAL)
+
+
+def status_counts(ids: list[int]) -> dict[str, int]:
+    """Return how many of the tasks are in each status."""
+    from django.db.models import Count
+
+    from leek.models import Task
+
+    counts: dict[str, int] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        query = Task.objects.filter(id__in=chunk).values("status").annotate(c=Count("id"))
+        for row in query:
+            counts[row["status"]] = counts.get(row["status"], 0) + row["c"]
+    return counts
+
+
+def verify_tasks(ids: list[int], what: str) -> None:
+    """Check that every task ran once and ended SUCCESSFUL."""
+    from leek.models import Task
+
+    if len(set(ids)) != len(ids):
+        raise VerificationError(f"{what}: offload returned duplicate ids")
+    counts = status_counts(ids)
+    if counts != {"SUCCESSFUL": len(ids)}:
+        raise VerificationError(f"{what}: expected {len(ids)} SUCCESSFUL, got {counts}")
+    in_range = Task.objects.filter(id__gte=min(ids), id__lte=max(ids))
+    if in_range.count() != len(ids):
+        raise VerificationError(f"{what}: {in_range.count()} task rows in the id range")
+    reran = list(in_range.exclude(attempts=1).values_list("id", "attempts")[:10])
+    if reran:
+        raise VerificationError(f"{what}: tasks with attempts != 1 (id, attempts): {reran}")
+
+
+def verify_rows(first: int, count: int, what: str) -> None:
+    """Check that the rows first..first+count-1 exist exactly once each."""
+    from benchapp.models import Row
+
+    rows = Row.objects.filter(n__gte=first, n__lt=first + count)
+    total = rows.count()
+    distinct = rows.values("n").distinct().count()
+    if total != count or distinct != count:
+        raise VerificationError(
+            f"{what}: expected {count} rows with distinct n, got {total} rows, "
+            f"{distinct} distinct n (lost {count - distinct}, doubled {total - distinct})"
+        )
+
+
+def offload_batch(task: Any, count: int, first_n: int | None) -> tuple[list[int], float, float]:
+    """Offload `count` tasks one by one; return their ids, start and end of the offloads."""
+    ids = []
+    start = time.perf_counter()
+    if first_n is None:
+        for _ in range(count):
+            ids.append(task.offload().id)
+    else:
+        for n in range(first_n, first_n + count):
+            ids.append(task.offload(n).id)
+    return ids, start, time.perf_counter()
+
+
+def measure_batch(server: Server, task: Any, count: int, first_n: int | None) -> dict:
+    """Offload a batch, wait for it to end, verify it; return rates and peak memory."""
+    with MemorySampler(server) as sampler:
+        ids, start, offloaded = offload_batch(task, count, first_n)
+        progress(f"  offloaded {count} in {offloaded - start:.2f} s; waiting")
+        done = wait_successful(ids)
+    elapsed = done - start
+    return {
+        "tasks": count,
+        "offload_s": round(offloaded - start, 4),
+        "offload_per_s": round(count / (offloaded - start), 1),
+        "end_to_end_s": round(elapsed, 4),
+        "end_to_end_per_s": round(count / elapsed, 1),
+        "ids": ids,
+        "peak": sampler.peak,
+    }
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    """Return p50, p95 and p99 of `values` in milliseconds."""
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return {
+        "p50_ms": round(cuts[49] * 1000, 3),
+        "p95_ms": round(cuts[94] * 1000, 3),
+        "p99_ms": round(cuts[98] * 1000, 3),
+    }
+
+
+def measure_latency(samples: int) -> tuple[dict, list[int]]:
+    """Offload noop one at a time to an idle pool; return latency percentiles and the ids."""
+    from benchapp.tasks import noop
+
+    from leek.models import Task
+
+    to_start, to_done, to_seen, ids = [], [], [], []
+    for _ in range(samples):
+        time.sleep(0.01)  # let the worker go back to idle
+        t0 = time.time()
+        handle = noop.offload()
+        row = Task.objects.filter(id=handle.id)
+        deadline = time.monotonic() + 30
+        while True:
+            status, started, finished = row.values_list("status", "started_at", "finished_at")[0]
+            if status == "SUCCESSFUL":
+                seen = time.time()
+                break
+            if time.monotonic() > deadline:
+                raise VerificationError(f"latency: task {handle.id} still {status} after 30 s")
+            time.sleep(0.0005)
+        ids.append(handle.id)
+        to_start.append(started.timestamp() - t0)
+        to_done.append(finished.timestamp() - t0)
+        to_seen.append(seen - t0)
+    figures = {
+        "samples": samples,
+        "to_started": percentiles(to_start),
+        "to_successful": percentiles(to_done),
+        "to_seen_by_caller": percentiles(to_seen),
+    }
+    return figures, ids
+
+
+def run_pool(root: Path, port: int, workers: int, sizes: Sizes, row_base: int) -> dict:
+    """Start a server with `workers` workers, measure it, verify, and stop it."""
+    from benchapp.tasks import noop, write_row
+
+    progress(f"workers={workers}: starting server")
+    server = start_server(root, port, workers)
+    try:
+        progress(f"workers={workers}: ready ({server.banner.decode(errors='replace')})")
+        idle = MemorySampler(server).sample()
+        progress(f"workers={workers}: {sizes.tasks} noop tasks")
+        noops = measure_batch(server, noop, sizes.tasks, None)
+        verify_tasks(noops.pop("ids"), f"workers={workers} noop")
+        progress(f"workers={workers}: {sizes.tasks} write_row tasks")
+        writes = measure_batch(server, write_row, sizes.tasks, row_base)
+        verify_tasks(writes.pop("ids"), f"workers={workers} write_row")
+        verify_rows(row_base, sizes.tasks, f"workers={workers} write_row")
+        peaks = noops.pop("peak"), writes.pop("peak")
+        peak = {pid: max(p.get(pid, 0) for p in peaks) for pid in idle}
+        progress(f"workers={workers}: latency, {sizes.samples} samples")
+        latency, ids = measure_latency(sizes.samples)
+        verify_tasks(ids, f"workers={workers} latency")
+        restarts = server.stats().get("restarts", {})
+    finally:
+        stop_server(server)
+    return {
+        "workers": workers,
+        "noop": noops,
+        "write_row": writes,
+        "latency": latency,
+        "memory": memory_figures(server.proc.pid, idle, peak),
+        "worker_restarts": restarts,
+    }
+
+
+# --------------------------------------------------------------------------- floors
+
+
+def floor_insert(count: int) -> float:
+    """Return one-row ORM inserts per second into the benchmark's database."""
+    from benchapp.models import Row
+
+    first = -10 * count
+    start = time.perf_counter()
+    for n in range(first, first + count):
+        Row.objects.create(n=n)
+    rate = count / (time.perf_counter() - start)
+    Row.objects.filter(n__lt=0).delete()
+    return rate
+
+
+def _consume(queue: Any, done: Any) -> None:
+    """Count items until a None; the consumer process of the queue floor."""
+    done.put("ready")
+    count = 0
+    while queue.get() is not None:
+        count += 1
+    done.put(count)
+
+
+def floor_queue(items: int, consumers: int = 2) -> float:
+    """Return items per second through a spawn multiprocessing.Queue to `consumers` processes."""
+    ctx = multiprocessing.get_context("spawn")
+    queue, done = ctx.Queue(), ctx.Queue()
+    procs = [ctx.Process(target=_consume, args=(queue, done)) for _ in range(consumers)]
+    for proc in procs:
+        proc.start()
+    try:
+        for _ in procs:
+            done.get(timeout=30)
+        start = time.perf_counter()
+        for i in range(items):
+            queue.put(i)
+        for _ in procs:
+            queue.put(None)
+        got = sum(done.get(timeout=60) for _ in procs)
+        elapsed = time.perf_counter() - start
+    finally:
+        for proc in procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+    if got != items:
+        raise VerificationError(f"queue floor: {got} of {items} items arrived")
+    return items / elapsed
+
+
+def _echo(server: socket.socket, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            conn, _ = server.accept()
+        except OSError:
+            return
+        with conn:
+            data = conn.recv(64)
+            if data:
+                conn.sendall(data)
+
+
+def floor_tcp(samples: int) -> float:
+    """Return the median seconds of a loopback TCP connect plus one round trip."""
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+    thread = threading.Thread(target=_echo, args=(server, stop), daemon=True)
+    thread.start()
+    port = server.getsockname()[1]
+    times = []
+    try:
+        for _ in range(samples):
+            start = time.perf_counter()
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.sendall(b"ping\n")
+                sock.recv(64)
+            times.append(time.perf_counter() - start)
+    finally:
+        stop.set()
+        server.close()
+        thread.join(timeout=5)
+    return statistics.median(times)
+
+
+def measure_floors(sizes: Sizes) -> dict:
+    """Measure the three floors."""
+    progress(f"floor: {sizes.inserts} ORM inserts")
+    insert = floor_insert(sizes.inserts)
+    progress(f"floor: {sizes.queue_items} ints through a multiprocessing.Queue")
+    queue = floor_queue(sizes.queue_items)
+    progress(f"floor: {sizes.tcp_samples} loopback TCP connect + round trip")
+    tcp = floor_tcp(sizes.tcp_samples)
+    return {
+        "orm_insert_per_s": round(insert, 1),
+        "mp_queue_2_consumers_per_s": round(queue, 1),
+        "tcp_connect_rtt_ms": round(tcp * 1000, 4),
+    }
+
+
+# --------------------------------------------------------------------------- report
+
+
+def add_ratios(result: dict, floors: dict) -> None:
+    """Add to `result` each figure's ratio to its floor."""
+    insert = floors["orm_insert_per_s"]
+    rtt = floors["tcp_connect_rtt_ms"]
+    result["ratios"] = {
+        "noop_vs_insert": round(result["noop"]["end_to_end_per_s"] / insert, 3),
+        "write_row_vs_insert": round(result["write_row"]["end_to_end_per_s"] / insert, 3),
+        "offload_vs_insert": round(result["noop"]["offload_per_s"] / insert, 3),
+        "started_p50_vs_rtt": round(result["latency"]["to_started"]["p50_ms"] / rtt, 1),
+        "successful_p50_vs_rtt": round(result["latency"]["to_successful"]["p50_ms"] / rtt, 1),
+    }
+
+
+def _pcts(figures: dict, rtt: float) -> str:
+    p = figures
+    return f"{p['p50_ms']:.2f}/{p['p95_ms']:.2f}/{p['p99_ms']:.2f} ({p['p50_ms'] / rtt:.0f}x)"
+
+
+def table_rows(results: list[dict], floors: dict) -> list[tuple[str, list[str]]]:
+    """Return the rows of the summary table, one cell per worker count."""
+    insert, rtt = floors["orm_insert_per_s"], floors["tcp_connect_rtt_ms"]
+
+    def rate(r: dict, key: str, sub: str) -> str:
+        value = r[key][sub]
+        return f"{value:,.0f} ({value / insert:.2f}x)"
+
+    def mem(r: dict, key: str) -> str:
+        m = r["memory"]
+        if key == "server":
+            return f"{m['server_idle_mb']:.0f} / {m['server_peak_mb']:.0f}"
+        return f"{max(m['workers_idle_mb']):.0f} / {max(m['workers_peak_mb']):.0f}"
+
+    def lat(r: dict, key: str) -> str:
+        return _pcts(r["latency"][key], rtt)
+
+    cells = {
+        "noop end-to-end, tasks/s": lambda r: rate(r, "noop", "end_to_end_per_s"),
+        "write_row end-to-end, tasks/s": lambda r: rate(r, "write_row", "end_to_end_per_s"),
+        "offload calls, per s": lambda r: rate(r, "noop", "offload_per_s"),
+        "offload->started p50/95/99 ms": lambda r: lat(r, "to_started"),
+        "offload->SUCCESSFUL p50/95/99 ms": lambda r: lat(r, "to_successful"),
+        "seen by caller p50/95/99 ms": lambda r: lat(r, "to_seen_by_caller"),
+        "server RSS idle / peak, MB": lambda r: mem(r, "server"),
+        "worker RSS idle / peak (max), MB": lambda r: mem(r, "worker"),
+    }
+    return [(name, [cell(r) for r in results]) for name, cell in cells.items()]
+
+
+def format_table(meta: dict, floors: dict, results: list[dict]) -> str:
+    """Return the summary as a Markdown table."""
+    rows = table_rows(results, floors)
+    head = ["figure"] + [f"workers={r['workers']}" for r in results]
+    widths = [max(len(head[0]), *(len(name) for name, _ in rows))]
+    for i in range(len(results)):
+        widths.append(max(len(head[i + 1]), *(len(cells[i]) for _, cells in rows)))
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    out = [
+        f"leek {meta['db']}, {meta['cpus']} cores, Python {meta['python']}, "
+        f"Django {meta['django']}, {meta['tasks']} tasks a batch, "
+        f"{meta['samples']} latency samples",
+        f"floors: ORM insert {floors['orm_insert_per_s']:,.0f}/s; "
+        f"multiprocessing.Queue to 2 consumers {floors['mp_queue_2_consumers_per_s']:,.0f}/s; "
+        f"TCP connect + round trip {floors['tcp_connect_rtt_ms']:.3f} ms (median)",
+        "(throughputs: ratio to the ORM insert floor; latencies: p50 as a multiple of the TCP "
+        "floor)",
+        "",
+        line(head),
+        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+    ]
+    out += [line([name, *cells]) for name, cells in rows]
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- main
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much work each measurement does."""
+
+    tasks: int
+    samples: int
+    inserts: int
+    queue_items: int
+    tcp_samples: int
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--workers",
+        nargs="+",
+        metavar="N",
+        help="worker counts to measure, e.g. `--workers 2` or `--workers 1,4` (default 1 2 4)",
+    )
+    parser.add_argument("--quick", action="store_true", help="300 tasks, 50 samples, 2 workers")
+    parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--json", metavar="FILE", help="write the results to FILE")
+    parser.add_argument("--tasks", type=int, help="tasks a batch (default 2000, quick 300)")
+    parser.add_argument("--samples", type=int, help="latency samples (default 200, quick 50)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary project")
+    args = parser.parse_args(argv)
+    if args.workers:
+        args.workers = [int(w) for item in args.workers for w in item.split(",") if w]
+    else:
+        args.workers = [2] if args.quick else [1, 2, 4]
+    if any(w < 1 for w in args.workers):
+        parser.error("--workers: give counts of 1 or more")
+    return args
+
+
+def sizes_for(args: argparse.Namespace) -> Sizes:
+    """Return the sizes of the measurements for these options."""
+    if args.quick:
+        base = Sizes(tasks=300, samples=50, inserts=300, queue_items=20_000, tcp_samples=50)
+    else:
+        base = Sizes(tasks=2000, samples=200, inserts=2000, queue_items=100_000, tcp_samples=200)
+    return Sizes(
+        tasks=args.tasks or base.tasks,
+        samples=args.samples or base.samples,
+        inserts=base.inserts,
+        queue_items=base.queue_items,
+        tcp_samples=base.tcp_samples,
+    )
+
+
+def run(args: argparse.Namespace, root: Path, pg_name: str) -> dict:
+    """Build the project, measure floors and every worker count; return the results."""
+    import django
+
+    port = free_port()
+    write_project(root, database_settings(args.db, root, pg_name), port)
+    if args.db == "postgres":
+        pg_admin(f'CREATE DATABASE "{pg_name}"')
+    setup_django(root)
+    sizes = sizes_for(args)
+    meta = {
+        "date": time.strftime("%Y-%m-%d"),
+        "db": args.db,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "django": django.get_version(),
+        "tasks": sizes.tasks,
+        "samples": sizes.samples,
+    }
+    floors = measure_floors(sizes)
+    progress(f"floors: {floors}")
+    results = []
+    for index, workers in enumerate(args.workers):
+        result = run_pool(root, port, workers, sizes, row_base=(index + 1) * 1_000_000)
+        add_ratios(result, floors)
+        results.append(result)
+    return {"meta": meta, "floors": floors, "results": results, "verified": True}
+
+
+def cleanup(args: argparse.Namespace, root: Path, pg_name: str) -> None:
+    """Close connections, drop the PostgreSQL database, remove the project."""
+    if "django" in sys.modules:
+        from django.db import connections
+
+        with suppress(Exception):  # noqa: BLE001 - settings may never have been configured
+            connections.close_all()
+    if args.db == "postgres":
+        try:
+            pg_admin(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
+        except BenchError as exc:
+            progress(f"could not drop {pg_name}: {exc}")
+    if args.keep:
+        progress(f"kept {root}")
+    else:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; return the exit code."""
+    args = parse_args(argv)
+    root = Path(tempfile.mkdtemp(prefix="leek-bench-"))
+    pg_name = f"leek_bench_{secrets.token_hex(4)}"
+    try:
+        report = run(args, root, pg_name)
+    except VerificationError as exc:
+        print(f"VERIFICATION FAILED: {exc}", file=sys.stderr)
+        return 1
+    except BenchError as exc:
+        print(f"benchmark could not run: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        cleanup(args, root, pg_name)
+    print(format_table(report["meta"], report["floors"], report["results"]))
+    print("verified: every task SUCCESSFUL exactly once (attempts == 1), one row per write_row")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2, default=str) + "\n")
+        progress(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
