@@ -49,6 +49,19 @@ class TaskQuerySet(models.QuerySet):
             )
         )
 
+    def unclaim(self, task_id: int, pid: int) -> bool:
+        """Undo the claim of a worker `pid` that died before it started the task."""
+        claimed = self.filter(id=task_id, status=TaskStatus.RUNNING, worker_pid=pid)
+        return bool(
+            claimed.update(
+                status=TaskStatus.READY,
+                started_at=None,
+                worker_pid=None,
+                worker_host="",
+                attempts=F("attempts") - 1,
+            )
+        )
+
     def succeed(self, task_id: int, pid: int, result: bytes) -> bool:
         """Record that the worker `pid` ran the task to the end."""
         return self._finish(task_id, pid, status=TaskStatus.SUCCESSFUL, result=result)

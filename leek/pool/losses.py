@@ -54,6 +54,15 @@ def record_loss(task_id: int, pid: int, path: str, reason: str) -> str:
     return status
 
 
+def unclaim(task_id: int, pid: int) -> None:
+    """Put back READY, untouched, a task a dead worker may have claimed but never started."""
+    try:
+        if Task.objects.unclaim(task_id, pid):
+            logger.info("task %s: worker %s died before starting it; READY again", task_id, pid)
+    except DatabaseError:
+        logger.exception("cannot put task %s back to READY", task_id)
+
+
 def recover_orphans(host: str) -> int:
     """Settle tasks left RUNNING on `host` by workers that no longer exist; return how many."""
     found = 0

@@ -198,11 +198,17 @@ class Supervisor:
         self._send(handle, messages.Retire())
 
     def dispatch(self) -> None:
-        """Hand ids to idle workers, keeping at most `size` tasks in hand across generations."""
+        """Hand ids to idle workers, keeping at most `size` tasks in hand across generations.
+
+        Idle workers of the current generation come first; an older generation's serve too
+        until the new one has booted (maintain_pool then retires them).
+        """
         if self.stopping:
             return
         busy = sum(1 for h in self.workers.values() if h.task_id is not None)
-        for handle in self.current():
+        idle = [h for h in self.workers.values() if h.state is WorkerState.IDLE]
+        idle.sort(key=lambda h: h.generation != self.generation)
+        for handle in idle:
             if busy >= self.size:
                 return
             if handle.state is not WorkerState.IDLE:
@@ -308,7 +314,8 @@ class Supervisor:
         if handle.task_id is not None and handle.running:
             self._lose(handle)
         elif handle.task_id is not None:
-            self.backlog.give_back(handle.task_id)  # it never started: READY, untouched
+            losses.unclaim(handle.task_id, handle.pid)
+            self.backlog.give_back(handle.task_id)
         if handle.state is WorkerState.STARTING:
             self._boot_failed(handle, how)
         elif handle.kill_kind:
