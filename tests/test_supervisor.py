@@ -170,7 +170,7 @@ def test_killing_one_idle_worker_does_not_wedge_the_others(start_server):
 def test_chaos_of_kill_9s_loses_only_running_tasks_and_runs_nothing_twice(start_server):
     server = start_server(workers=2)
     rng = random.Random(20240917)
-    count = 150
+    count = 300
     with transaction.atomic():
         handles = [
             tasks.sleep_then_write_row.offload(i, rng.uniform(0.01, 0.05)) for i in range(count)
