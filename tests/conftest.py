@@ -198,8 +198,13 @@ class LeekServer:
         for pid in self.known_pids:
             with contextlib.suppress(psutil.Error):
                 process = psutil.Process(pid)
+                if process.status() == psutil.STATUS_ZOMBIE:
+                    continue  # dead already; its new parent (init) reaps it
                 process.kill()
-                process.wait(10)
+                # Dead is enough: a zombie is init's to reap, which can take seconds.
+                deadline = time.monotonic() + 10
+                while process.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+                    time.sleep(0.02)
 
 
 @pytest.fixture

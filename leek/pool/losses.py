@@ -54,6 +54,13 @@ def record_loss(task_id: int, pid: int, path: str, reason: str) -> str:
     return status
 
 
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def unclaim(task_id: int, pid: int) -> None:
     """Put back READY, untouched, a task a dead worker may have claimed but never started."""
     try:
@@ -67,7 +74,7 @@ def recover_orphans(host: str) -> int:
     """Settle tasks left RUNNING on `host` by workers that no longer exist; return how many."""
     found = 0
     for task_id, pid in Task.objects.running_on(host).values_list("id", "worker_pid"):
-        if pid and psutil.pid_exists(pid):
+        if pid and _alive(pid):
             continue  # a live worker, maybe another server's on this host
         reason = (
             f"worker {pid} on {host} was gone while running task {task_id} (its server "

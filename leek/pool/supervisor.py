@@ -331,8 +331,8 @@ class Supervisor:
         path, described = losses.describe_loss(handle)
         if reason:
             path, described = losses.WORKER_LOST, reason
-        self.counts["timed_out" if path == losses.TIMED_OUT else "lost"] += 1
-        losses.record_loss(handle.task_id, handle.pid, path, described)
+        if losses.record_loss(handle.task_id, handle.pid, path, described):
+            self.counts["timed_out" if path == losses.TIMED_OUT else "lost"] += 1
         self.backlog.release(handle.task_id)
         handle.task_id, handle.running = None, False
 
@@ -408,10 +408,10 @@ class Supervisor:
             for ready in wait(self.waitables(), timeout=min(left, TICK)):
                 self.handle(ready)
         for handle in list(self.workers.values()):
-            if handle.running:
-                self._kill(handle, f"still running {grace:g} s after shutdown began")
+            if self.stop_at_once:
+                self._kill(handle, "the server was told to stop at once")
             else:
-                self._kill(handle, "stopping at once")
+                self._kill(handle, f"still running {grace:g} s after shutdown began")
             handle.process.join(timeout=5)
             self.on_exit(handle)
 
