@@ -214,23 +214,19 @@ class Server:
 
     def ask(self, line: bytes, timeout: float = 2.0) -> bytes:
         """Send one line to the server and return its one-line reply."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as sock:
-            sock.sendall(line)
-            reply = b""
-            while not reply.endswith(b"\n"):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                reply += chunk
-        return reply
+        from leek import client
+
+        return client.request("127.0.0.1", self.port, line, timeout)
 
     def stats(self) -> dict[str, Any]:
         """Return the server's `stats` object."""
-        reply = self.ask(b"stats\n")
-        word, _, body = reply.partition(b" ")
-        if word != b"stats":
-            raise BenchError(f"unexpected reply to stats: {reply[:80]!r}")
-        return json.loads(body)
+        from leek import wire
+
+        reply = self.ask(wire.STATS)
+        try:
+            return wire.parse_stats(reply.strip())
+        except ValueError as exc:  # WireError, or a reply that is not JSON
+            raise BenchError(f"unexpected reply to stats: {reply[:80]!r}") from exc
 
     def worker_pids(self) -> list[int]:
         """Return the pids of the workers, as the server reports them."""

@@ -108,6 +108,22 @@ class Notifier:
             self._sock = None
 
 
+def request(host: str, port: int, line: bytes, timeout: float = 2.0) -> bytes:
+    """Send one line (`wire.PING`, `wire.STATS`) on a new connection; return the reply line.
+
+    For health checks and status tools; b"" when the server closed without a reply.
+    """
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(line)
+        reply = b""
+        while not reply.endswith(b"\n"):
+            chunk = sock.recv(wire.MAX_LINE)
+            if not chunk:
+                break
+            reply += chunk
+    return reply
+
+
 def _describe(ids: list[int]) -> str:
     if len(ids) == 1:
         return str(ids[0])

@@ -8,7 +8,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -142,15 +141,9 @@ class LeekServer:
 
     def request(self, line, timeout=10.0):
         """Send one line and return the reply line."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as sock:
-            sock.sendall(line)
-            reply = b""
-            while not reply.endswith(b"\n"):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                reply += chunk
-            return reply
+        from leek import client
+
+        return client.request("127.0.0.1", self.port, line, timeout)
 
     def stats(self):
         from leek import wire
