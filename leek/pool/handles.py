@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import enum
 import signal
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -35,7 +34,6 @@ class WorkerHandle:
     conn: Connection
     generation: int
     state: WorkerState = WorkerState.STARTING
-    spawned_at: float = field(default_factory=time.monotonic)
     # The task handed to it, and whether it has claimed and started it.
     task_id: int | None = None
     running: bool = False

@@ -26,7 +26,6 @@ class Sweeper:
         self.backlog = backlog
         self.interval = interval
         self.next_at = 0.0  # monotonic; 0 sweeps at once
-        self.sweeps = 0
 
     def seconds_left(self, now: float) -> float:
         """Return how long until the next sweep is due."""
@@ -54,7 +53,6 @@ class Sweeper:
             logger.warning("sweep failed, trying again in %.1f s: %s", self.interval, exc)
             self.next_at = time.monotonic() + self.interval
             return 0
-        self.sweeps += 1
         if limit <= 0 or len(rows) == limit:
             self.backlog.overflowed = True
         delay = self.interval
