@@ -3,7 +3,8 @@
 Read and written by the web process (offload, query), the server (sweep, recovery of lost
 tasks) and the workers (claim, record the outcome). Each transition is one conditional UPDATE
 whose WHERE names the from-state (and the worker), and says whether it happened: a late write
-from a worker already declared lost changes nothing.
+from a worker already declared lost changes nothing. The three that every task goes through
+(insert, claim, success) are in leek.hotpath, in plain SQL.
 """
 
 from __future__ import annotations
@@ -36,35 +37,21 @@ class TaskStatus(models.TextChoices):
 class TaskQuerySet(models.QuerySet):
     """Transitions of task rows, each one conditional UPDATE."""
 
-    def claim(self, task_id: int, pid: int, host: str) -> bool:
-        """Take a READY, due task for the worker `pid`; False if it is not there to take."""
-        now = timezone.now()
-        return bool(
-            self.filter(id=task_id, status=TaskStatus.READY, run_after__lte=now).update(
-                status=TaskStatus.RUNNING,
-                started_at=now,
-                worker_pid=pid,
-                worker_host=host,
-                attempts=F("attempts") + 1,
-            )
-        )
+    def unclaim(self, task_ids: Iterable[int], pid: int) -> list[int]:
+        """Undo the claims of a worker `pid` that died before it started the tasks.
 
-    def unclaim(self, task_id: int, pid: int) -> bool:
-        """Undo the claim of a worker `pid` that died before it started the task."""
-        claimed = self.filter(id=task_id, status=TaskStatus.RUNNING, worker_pid=pid)
-        return bool(
-            claimed.update(
-                status=TaskStatus.READY,
-                started_at=None,
-                worker_pid=None,
-                worker_host="",
-                attempts=F("attempts") - 1,
-            )
+        Return the ids that were claimed.
+        """
+        claimed = self.filter(id__in=list(task_ids), status=TaskStatus.RUNNING, worker_pid=pid)
+        found = list(claimed.values_list("id", flat=True))
+        claimed.filter(id__in=found).update(
+            status=TaskStatus.READY,
+            started_at=None,
+            worker_pid=None,
+            worker_host="",
+            attempts=F("attempts") - 1,
         )
-
-    def succeed(self, task_id: int, pid: int, result: bytes) -> bool:
-        """Record that the worker `pid` ran the task to the end."""
-        return self._finish(task_id, pid, status=TaskStatus.SUCCESSFUL, result=result)
+        return found
 
     def fail(self, task_id: int, pid: int, exception_class_path: str, traceback: str) -> bool:
         """Record that the task failed while the worker `pid` held it."""
@@ -166,11 +153,21 @@ class Task(models.Model):
     objects = TaskQuerySet.as_manager()
 
     class Meta:
+        # Partial indexes, of READY rows only: a row enters them when saved and leaves them
+        # when claimed, so recording its outcome touches no index at all.
         indexes = [
-            # The dispatch query: READY rows of a priority, oldest first.
-            models.Index(fields=["status", "-priority", "id"], name="leek_task_dispatch_idx"),
-            # The sweep's "when is the next delayed task due" and run_after filter.
-            models.Index(fields=["status", "run_after"], name="leek_task_run_after_idx"),
+            # The sweep's query: READY rows by priority, oldest first.
+            models.Index(
+                fields=["-priority", "id"],
+                condition=models.Q(status=TaskStatus.READY),
+                name="leek_task_ready_idx",
+            ),
+            # The sweep's "when is the next delayed task due".
+            models.Index(
+                fields=["run_after"],
+                condition=models.Q(status=TaskStatus.READY),
+                name="leek_task_ready_at_idx",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -1,75 +1,52 @@
 """Run one task: claim its row, load the call, run it, record the outcome.
 
 Runs in a worker process, and in the web process itself in eager mode. Whatever the task
-does, the row ends SUCCESSFUL or FAILED with the reason; only the death of the process can
-leave it RUNNING, which is the supervisor's business.
+does, the row ends SUCCESSFUL or FAILED with the reason (or READY for a retry); only the
+death of the process can leave it RUNNING, which is the supervisor's business. A worker
+records one task's outcome and claims its next in one transaction, so `execute()` writes
+nothing and `record()` writes without committing on its own.
 """
 
 from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass
 
-from leek import serialize
+from django.db import router
+
+from leek import hotpath, serialize
 from leek.exceptions import CallableNotFound, UnpicklableError
+from leek.hotpath import Claimed, Writer
 from leek.models import Task, TaskStatus
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """How a run ended; `status` is None when the task was not there to claim."""
+    """How a run ended, and what `record()` writes on the row."""
 
     task_id: int
     callable_path: str
-    status: TaskStatus | None
+    status: TaskStatus
     duration: float
+    # The pickled return value (SUCCESSFUL).
+    result: bytes = b""
+    # The error's class path and traceback (FAILED, or READY for a retry).
+    class_path: str = ""
+    text: str = ""
+    # Seconds before the retry (READY).
+    delay: float = 0.0
+    # One line for the log: the error, and for a retry which one it is.
     error: str = ""
+
+
+def database() -> str:
+    """Return the alias of the database that holds the task table."""
+    return router.db_for_write(Task)
 
 
 def _class_path(exc: BaseException) -> str:
     return f"{type(exc).__module__}.{type(exc).__qualname__}"
-
-
-def run(
-    task_id: int,
-    pid: int,
-    host: str,
-    on_start: Callable[[str, float | None], None] | None = None,
-) -> Outcome:
-    """Claim and run the task; `on_start(callable_path, timeout)` is called once claimed."""
-    if not Task.objects.claim(task_id, pid, host):
-        return Outcome(task_id, "", None, 0.0)
-    task = Task.objects.only(
-        "payload", "callable_path", "timeout", "attempts", "retries", "retry_backoff"
-    ).get(id=task_id)
-    path = task.callable_path
-    if on_start is not None:
-        on_start(path, task.timeout)
-    started = time.monotonic()
-    try:
-        fn, args, kwargs = serialize.loads_call(bytes(task.payload), path)
-        value = fn(*args, **kwargs)
-        result = serialize.dumps_value(value, path)
-    except (CallableNotFound, UnpicklableError) as exc:
-        # leek's own message says it all; the traceback would only show leek's insides.
-        text = f"{_class_path(exc)}: {exc}"
-        return _failed(task_id, pid, path, started, _class_path(exc), text)
-    except Exception as exc:  # noqa: BLE001 - the task's own error is recorded, not raised
-        text = traceback.format_exc()
-        if task.attempts <= task.retries:
-            return _retried(task, pid, started, _class_path(exc), text)
-        return _failed(task_id, pid, path, started, _class_path(exc), text)
-    Task.objects.succeed(task_id, pid, result)
-    return Outcome(task_id, path, TaskStatus.SUCCESSFUL, time.monotonic() - started)
-
-
-def _retried(task: Task, pid: int, started: float, class_path: str, text: str) -> Outcome:
-    delay = task.retry_backoff * 2 ** (task.attempts - 1)
-    Task.objects.retry(task.pk, pid, delay, class_path, text)
-    note = f"{_last_line(text)}; retry {task.attempts} of {task.retries} in {delay:g} s"
-    return Outcome(task.pk, task.callable_path, TaskStatus.READY, time.monotonic() - started, note)
 
 
 def _last_line(text: str) -> str:
@@ -77,9 +54,69 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-def _failed(
-    task_id: int, pid: int, path: str, started: float, class_path: str, text: str
-) -> Outcome:
-    Task.objects.fail(task_id, pid, class_path, text)
-    last_line = _last_line(text) or class_path
-    return Outcome(task_id, path, TaskStatus.FAILED, time.monotonic() - started, last_line)
+def execute(task: Claimed) -> Outcome:
+    """Load and run a claimed task; return its outcome, not yet recorded."""
+    path = task.callable_path
+    started = time.monotonic()
+    try:
+        fn, args, kwargs = serialize.loads_call(task.payload, path)
+        value = fn(*args, **kwargs)
+        result = serialize.dumps_value(value, path)
+    except (CallableNotFound, UnpicklableError) as exc:
+        # leek's own message says it all; the traceback would only show leek's insides.
+        text = f"{_class_path(exc)}: {exc}"
+        return _failed(task, started, _class_path(exc), text)
+    except Exception as exc:  # noqa: BLE001 - the task's own error is recorded, not raised
+        text = traceback.format_exc()
+        if task.attempts <= task.retries:
+            delay = task.retry_backoff * 2 ** (task.attempts - 1)
+            note = f"{_last_line(text)}; retry {task.attempts} of {task.retries} in {delay:g} s"
+            return Outcome(
+                task.task_id,
+                path,
+                TaskStatus.READY,
+                time.monotonic() - started,
+                class_path=_class_path(exc),
+                text=text,
+                delay=delay,
+                error=note,
+            )
+        return _failed(task, started, _class_path(exc), text)
+    return Outcome(
+        task.task_id, path, TaskStatus.SUCCESSFUL, time.monotonic() - started, result=result
+    )
+
+
+def _failed(task: Claimed, started: float, class_path: str, text: str) -> Outcome:
+    return Outcome(
+        task.task_id,
+        task.callable_path,
+        TaskStatus.FAILED,
+        time.monotonic() - started,
+        class_path=class_path,
+        text=text,
+        error=_last_line(text) or class_path,
+    )
+
+
+def record(writer: Writer, outcome: Outcome, pid: int) -> bool:
+    """Write the outcome of a task the worker `pid` holds; False if it was not its any more."""
+    if outcome.status == TaskStatus.SUCCESSFUL:
+        return writer.succeed(outcome.task_id, pid, outcome.result)
+    rows = Task.objects.using(writer.alias)
+    if outcome.status == TaskStatus.READY:
+        return rows.retry(outcome.task_id, pid, outcome.delay, outcome.class_path, outcome.text)
+    return rows.fail(outcome.task_id, pid, outcome.class_path, outcome.text)
+
+
+def run(task_id: int, pid: int, host: str) -> Outcome | None:
+    """Claim, run and record one task here and now (eager mode); None if it was not there."""
+    alias = database()
+    with hotpath.transaction(alias) as writer:
+        task = writer.claim(task_id, pid, host)
+    if task is None:
+        return None
+    outcome = execute(task)
+    with hotpath.transaction(alias) as writer:
+        record(writer, outcome, pid)
+    return outcome

@@ -270,7 +270,8 @@ def test_the_same_id_delivered_many_times_runs_once(live):
 
 @pytest.fixture
 def make_listener():
-    """Return a function that starts a Listener on a free port; all are stopped afterwards."""
+    """Return a function that serves a Listener on a free port in a thread of its own (the
+    server serves it from the supervisor's loop); all are stopped afterwards."""
     started = []
 
     def make(secret="", stats=dict):
@@ -281,13 +282,22 @@ def make_listener():
             stats=stats,
             secret=secret,
         )
-        listener.start()
-        started.append(listener)
+        stop = threading.Event()
+        thread = threading.Thread(target=_serve_until, args=(listener, stop), daemon=True)
+        thread.start()
+        started.append((listener, stop, thread))
         return listener, notified
 
     yield make
-    for listener in started:
-        listener.stop()
+    for listener, stop, thread in started:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+
+def _serve_until(listener, stop):
+    while not stop.is_set():
+        listener.serve(0.05)
 
 
 def test_listener_hands_notifications_to_the_callback(make_listener):

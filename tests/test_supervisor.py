@@ -220,38 +220,46 @@ def test_chaos_of_kill_9s_loses_only_running_tasks_and_runs_nothing_twice(start_
     assert "database is locked" not in log
 
 
-def test_a_worker_killed_between_its_claim_and_the_start_goes_back_to_ready(start_server):
-    # DESIGN: "Whatever a worker has ... claimed but not yet started when it dies goes back
-    # to READY untouched". A large payload widens the gap between the claim (an UPDATE) and
-    # the Started message (sent once the payload is read); the worker is stopped inside it.
+def test_ids_sent_ahead_to_a_killed_worker_run_untouched_on_its_replacement(start_server):
+    # DESIGN: "Whatever a worker has prefetched or claimed but not yet started when it dies
+    # goes back to READY untouched". Short tasks first make the supervisor send ids ahead;
+    # then the worker is killed while a long task holds it.
     server = start_server(workers=1)
-    big = b"x" * (48 * 2**20)
-    for _ in range(5):
-        pid = booted(server)[0]["pid"]
-        handle = tasks.echo_bytes.offload(big)
-        row = Task.objects.filter(pk=handle.id)
-        wait_until(
-            lambda row=row: row.filter(status=TaskStatus.RUNNING).exists(),
-            60,
-            "the claim",
-            interval=0.001,
-        )
-        kill(server, pid, signal.SIGSTOP)
-        time.sleep(0.5)  # a Started message sent before the stop has been read by now
-        worker = next(w for w in server.stats()["workers"] if w["pid"] == pid)
-        if worker["task"] == handle.id and not worker["callable"]:
-            break  # claimed, not started: the case under test
-        kill(server, pid, signal.SIGCONT)
-        wait_until(lambda row=row: row.filter(status=TaskStatus.SUCCESSFUL).exists(), 60)
-    else:
-        pytest.skip("could not stop a worker between its claim and its start")
-    assert row.values_list("status", "worker_pid").get() == (TaskStatus.RUNNING, pid)
-    kill(server, pid)
-    wait_until(
-        lambda: row.filter(status=TaskStatus.SUCCESSFUL).exists(),
-        10,
-        f"task {handle.id}, claimed by the killed worker, to go back to READY and run",
-    )
+    for _ in range(20):
+        finished(tasks.add.offload(1, 2))
+    blocker = tasks.sleep_seconds.offload(60)
+    worker = running_worker(server, blocker)
+    followers = [tasks.return_pid.offload() for _ in range(5)]
+    ids = {f.id for f in followers}
+
+    def sent_ahead():
+        found = next(w for w in server.stats()["workers"] if w["pid"] == worker["pid"])
+        return ids & set(found["queued"])
+
+    wait_until(sent_ahead, 30, "ids to be sent ahead to the busy worker")
+    kill(server, worker["pid"])
+    assert finished(blocker).task.exception_class_path == LOST
+    for follower in followers:
+        row = finished(follower).task
+        assert row.status == TaskStatus.SUCCESSFUL, row.traceback
+        assert row.attempts == 1
+        assert follower.return_value != worker["pid"]
+
+
+def test_unclaim_puts_back_only_what_that_worker_claimed():
+    from leek import hotpath
+    from leek.runner import database
+
+    mine, other, untouched = (tasks.add.offload(i, i).id for i in range(3))
+    with hotpath.transaction(database()) as writer:
+        assert writer.claim(mine, 4242, "host")
+        assert writer.claim(other, 4343, "host")
+    assert Task.objects.unclaim([mine, other, untouched], 4242) == [mine]
+    rows = {t.pk: t for t in Task.objects.filter(pk__in=[mine, other, untouched])}
+    assert (rows[mine].status, rows[mine].attempts, rows[mine].worker_pid) == ("READY", 0, None)
+    assert rows[mine].started_at is None
+    assert (rows[other].status, rows[other].worker_pid) == ("RUNNING", 4343)
+    assert rows[untouched].status == "READY"
 
 
 # -- SIGHUP: reload -------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -20,7 +20,7 @@ class WorkerState(enum.Enum):
     STARTING = "starting"
     # Booted and waiting for a task.
     IDLE = "idle"
-    # Holds a task (sent, or claimed and running).
+    # Holds tasks: one running, or ids sent to it that it has not claimed yet.
     BUSY = "busy"
     # Told to exit once its current task is done.
     RETIRING = "retiring"
@@ -34,9 +34,9 @@ class WorkerHandle:
     conn: Connection
     generation: int
     state: WorkerState = WorkerState.STARTING
-    # The task handed to it, and whether it has claimed and started it.
+    # The task it claimed and runs, and the ids sent ahead that it has not claimed yet.
     task_id: int | None = None
-    running: bool = False
+    queued: list[int] = field(default_factory=list)
     callable_path: str = ""
     task_started_at: float = 0.0
     tasks_done: int = 0
@@ -48,6 +48,11 @@ class WorkerHandle:
     # Why leek killed it, if it did, and the restart cause that counts it.
     killed_for: str = ""
     kill_kind: str = ""
+
+    @property
+    def load(self) -> int:
+        """Return how many tasks it holds: running and sent ahead."""
+        return len(self.queued) + (self.task_id is not None)
 
     @property
     def pid(self) -> int:
@@ -69,13 +74,15 @@ class WorkerHandle:
 
     def snapshot(self, now: float) -> dict[str, Any]:
         """Return what `stats` shows of this worker."""
+        running = self.task_id is not None
         return {
             "pid": self.pid,
             "state": self.state.value,
             "generation": self.generation,
             "task": self.task_id,
-            "callable": self.callable_path if self.running else "",
-            "running_for": round(now - self.task_started_at, 3) if self.running else None,
+            "callable": self.callable_path if running else "",
+            "running_for": round(now - self.task_started_at, 3) if running else None,
+            "queued": list(self.queued),
             "tasks_done": self.tasks_done,
             "rss_mb": round(self.last_rss / 2**20, 1),
         }

@@ -61,13 +61,13 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def unclaim(task_id: int, pid: int) -> None:
-    """Put back READY, untouched, a task a dead worker may have claimed but never started."""
+def unclaim(task_ids: list[int], pid: int) -> None:
+    """Put back READY, untouched, tasks a dead worker may have claimed but never started."""
     try:
-        if Task.objects.unclaim(task_id, pid):
+        for task_id in Task.objects.unclaim(task_ids, pid):
             logger.info("task %s: worker %s died before starting it; READY again", task_id, pid)
     except DatabaseError:
-        logger.exception("cannot put task %s back to READY", task_id)
+        logger.exception("cannot put tasks %s back to READY", task_ids)
 
 
 def recover_orphans(host: str) -> int:

@@ -1,16 +1,21 @@
 """The supervisor: the server process's main loop, which keeps N worker processes busy.
 
-    listener thread ──ids──► backlog ──take()──► supervisor ──Run(id)──► worker pipe ─► worker
-                                ▲                  │  ▲                                 │
-          sweep (table) ────────┘                  │  └── Booted/Started/Finished ──────┘
+    listener ────────ids──► backlog ──take()──► supervisor ──Run(ids)──► worker pipe ─► worker
+                                ▲                  │  ▲                                  │
+          sweep (table) ────────┘                  │  └── Booted/Started/Finished ───────┘
                                                    └── sentinel fires: worker died; its
-                                                       running task is lost, a task it had
-                                                       not started goes back to the backlog
+                                                       running task is lost, ids it had
+                                                       not claimed go back to the backlog
 
-One blocking call, multiprocessing.connection.wait(), watches the signal wake-up fd, the
-backlog's wake-up fd, every worker's pipe and every worker's sentinel. Signal handlers do
-nothing; the loop reads the signal numbers and calls handle_<name>(). The supervisor never
-imports task code: only workers do.
+A worker gets ids a little ahead of its need (up to about PREFETCH_WINDOW of work, from the
+mean task duration), so it never waits for the supervisor between two short tasks. They are
+not claimed until the worker starts them, so an id sent ahead can be handed to someone else
+at any time: the claim lets only one of them run it.
+
+One blocking call, a select() on one selector kept for the life of the server, watches the
+signal wake-up fd, the listener's sockets, every worker's pipe and every worker's sentinel:
+the whole server is this one thread. Signal handlers do nothing; the loop reads the signal
+numbers and calls handle_<name>(). The supervisor never imports task code: only workers do.
 """
 
 from __future__ import annotations
@@ -19,9 +24,9 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import selectors
 import socket
 import time
-from multiprocessing.connection import wait
 from typing import Any, Protocol
 
 import psutil
@@ -38,17 +43,26 @@ TICK = 1.0
 # Boot failures in a row before the server gives up, and the first backoff delay.
 MAX_BOOT_FAILURES = 5
 BOOT_BACKOFF = 0.5
+# A worker holds ids for about this many seconds of work (by the mean task duration), at
+# most MAX_PREFETCH; a higher-priority id waits behind no more than that.
+PREFETCH_WINDOW = 0.005
+MAX_PREFETCH = 16
 
 
 class Backlog(Protocol):
     """The ids waiting for a worker (leek.server.Backlog)."""
 
-    def fileno(self) -> int: ...
-    def take(self) -> int | None: ...
+    def take(self, count: int = 1) -> list[int]: ...
     def release(self, task_id: int) -> None: ...
     def give_back(self, task_id: int) -> None: ...
-    def clear_wakeup(self) -> None: ...
     def __len__(self) -> int: ...
+
+
+class Listener(Protocol):
+    """The TCP listener (leek.server.Listener), served from this loop."""
+
+    def fileno(self) -> int: ...
+    def serve(self, timeout: float = 0) -> None: ...
 
 
 class Sweeper(Protocol):
@@ -72,9 +86,11 @@ class Supervisor:
         workers: int = 1,
         limits: Limits | None = None,
         burst: bool = False,
+        listener: Listener | None = None,
     ) -> None:
         self.backlog = backlog
         self.sweeper = sweeper
+        self.listener = listener
         self.size = workers
         self.limits = limits or Limits()
         self.burst = burst
@@ -87,23 +103,29 @@ class Supervisor:
         self.boot_failures = 0
         self.spawn_after = 0.0
         self.next_memory_poll = 0.0
+        # Mean task duration in seconds (None until a task ends), for the prefetch depth.
+        self.mean_duration: float | None = None
         self.counts = {"done": 0, "failed": 0, "retried": 0, "lost": 0, "timed_out": 0}
         # Why workers were replaced.
         self.restarts = {"crash": 0, "memory": 0, "timeout": 0, "tasks": 0, "reload": 0}
         self.signals = SignalSocket()
+        # What the loop waits on; each key's data says what became ready.
+        self.selector = selectors.DefaultSelector()
 
     # -- the loop -------------------------------------------------------------------------
 
     def run(self) -> int:
         """Serve until told to stop; return the process exit code."""
         self.signals.install()
+        self.selector.register(self.signals, selectors.EVENT_READ, ("signals", None))
+        if self.listener is not None:
+            self.selector.register(self.listener, selectors.EVENT_READ, ("listener", None))
         try:
             self.counts["lost"] += losses.recover_orphans(self.host)
             while not self.stopping:
                 self.maintain_pool()
                 self.dispatch()
-                for ready in wait(self.waitables(), timeout=self.timeout()):
-                    self.handle(ready)
+                self.wait(self.timeout())
                 self.enforce_limits()
                 self.sweeper.sweep_if_due(time.monotonic())
                 self.stop_if_burst_done()
@@ -115,14 +137,13 @@ class Supervisor:
             return 1
         finally:
             self.signals.restore()
+            self.selector.close()
         return 0
 
-    def waitables(self) -> list[Any]:
-        """Return what the loop waits on: signals, the backlog, worker pipes and sentinels."""
-        found: list[Any] = [self.signals, self.backlog]
-        for sentinel, handle in self.workers.items():
-            found += [sentinel, handle.conn]
-        return found
+    def wait(self, timeout: float) -> None:
+        """Wait up to `timeout` s for signals, ids, worker messages and exits; act on them."""
+        for key, _ in self.selector.select(timeout):
+            self.handle(*key.data)
 
     def timeout(self) -> float:
         """Return how long the loop may sleep."""
@@ -131,25 +152,23 @@ class Supervisor:
         if self.spawn_after > now:
             limit = min(limit, self.spawn_after - now)
         for handle in self.workers.values():
-            if handle.running and handle.timeout:
+            if handle.task_id is not None and handle.timeout:
                 limit = min(limit, handle.task_started_at + handle.timeout - now)
         return max(limit, 0.0)
 
-    def handle(self, ready: Any) -> None:
+    def handle(self, kind: str, handle: WorkerHandle | None) -> None:
         """Act on one thing that became ready."""
-        if ready is self.signals:
+        if kind == "signals":
             for name in self.signals.read():
                 getattr(self, f"handle_{name}")()
-        elif ready is self.backlog:
-            self.backlog.clear_wakeup()
-        elif isinstance(ready, int):
-            if ready in self.workers:
-                self.on_exit(self.workers[ready])
+        elif kind == "listener":
+            self.listener.serve()
+        elif handle is None or self.workers.get(handle.process.sentinel) is not handle:
+            return  # a worker settled earlier in this round
+        elif kind == "exit":
+            self.on_exit(handle)
         else:
-            for handle in self.workers.values():
-                if handle.conn is ready:
-                    self._read_messages(handle)
-                    return
+            self._read_message(handle)
 
     # -- workers --------------------------------------------------------------------------
 
@@ -157,7 +176,9 @@ class Supervisor:
         """Start one worker process of the current generation."""
         parent_end, child_end = self.context.Pipe(duplex=True)
         process = self.context.Process(
-            target=worker.main, args=(child_end,), name=f"leek-worker-g{self.generation}"
+            target=worker.main,
+            args=(child_end, self.limits.max_memory),
+            name=f"leek-worker-g{self.generation}",
         )
         process.start()
         child_end.close()
@@ -165,6 +186,8 @@ class Supervisor:
             process, parent_end, self.generation, task_quota=self.limits.task_quota()
         )
         self.workers[process.sentinel] = handle
+        self.selector.register(process.sentinel, selectors.EVENT_READ, ("exit", handle))
+        self.selector.register(parent_end, selectors.EVENT_READ, ("message", handle))
         logger.debug("spawned worker %s (generation %s)", handle.pid, handle.generation)
         return handle
 
@@ -193,44 +216,74 @@ class Supervisor:
                     self.retire(old)
 
     def retire(self, handle: WorkerHandle) -> None:
-        """Ask a worker to exit after its current task."""
+        """Ask a worker to exit after its current task; its ids sent ahead go to others."""
         handle.state = WorkerState.RETIRING
         self._send(handle, messages.Retire())
+        self._give_back(handle)
+
+    def _give_back(self, handle: WorkerHandle) -> None:
+        for task_id in handle.queued:
+            self.backlog.give_back(task_id)
+        handle.queued = []
+
+    def depth(self) -> int:
+        """Return how many tasks a worker may hold, running and sent ahead."""
+        if self.mean_duration is None:
+            return 1
+        return max(1, min(MAX_PREFETCH, int(PREFETCH_WINDOW / max(self.mean_duration, 1e-6))))
 
     def dispatch(self) -> None:
-        """Hand ids to idle workers, keeping at most `size` tasks in hand across generations.
+        """Send ids to workers that have room, with at most `size` workers holding tasks.
 
-        Idle workers of the current generation come first; an older generation's serve too
-        until the new one has booted (maintain_pool then retires them).
+        The current generation comes first, the emptiest first; an older generation serves
+        too until the new one has booted (maintain_pool then retires it). A worker is
+        topped up once it is down to half its depth, so ids go out in batches.
         """
-        if self.stopping:
+        if self.stopping or not len(self.backlog):
             return
-        busy = sum(1 for h in self.workers.values() if h.task_id is not None)
-        idle = [h for h in self.workers.values() if h.state is WorkerState.IDLE]
-        idle.sort(key=lambda h: h.generation != self.generation)
-        for handle in idle:
-            if busy >= self.size:
-                return
-            if handle.state is not WorkerState.IDLE:
+        depth = self.depth()
+        ready = [
+            h for h in self.workers.values() if h.state in (WorkerState.IDLE, WorkerState.BUSY)
+        ]
+        ready.sort(key=lambda h: (h.generation != self.generation, h.load))
+        holding = sum(1 for h in self.workers.values() if h.load)
+        share = -(-len(self.backlog) // max(1, min(self.size, len(ready))))
+        for handle in ready:
+            if handle.load > depth // 2 or (not handle.load and holding >= self.size):
                 continue
-            task_id = self.backlog.take()
-            if task_id is None:
-                return
-            handle.state, handle.task_id, handle.running = WorkerState.BUSY, task_id, False
-            busy += 1
-            self._send(handle, messages.Run(task_id))
+            room = min(depth - handle.load, share)
+            if handle.task_quota:
+                room = min(room, handle.task_quota - handle.tasks_done - handle.load)
+            task_ids = self.backlog.take(room) if room > 0 else []
+            if not task_ids:
+                continue
+            holding += not handle.load
+            handle.queued += task_ids
+            handle.state = WorkerState.BUSY
+            self._send(handle, messages.Run(tuple(task_ids)))
 
     def _send(self, handle: WorkerHandle, message: object) -> None:
         # A dead worker's pipe refuses; its sentinel fires and on_exit settles its task.
         with contextlib.suppress(OSError):
             handle.conn.send(message)
 
+    def _read_message(self, handle: WorkerHandle) -> None:
+        """Read what a worker sent in one write (its pipe is readable); more wakes us again."""
+        try:
+            said = handle.conn.recv()
+        except (EOFError, OSError):
+            return  # the sentinel will fire
+        for message in said:
+            self.on_message(handle, message)
+
     def _read_messages(self, handle: WorkerHandle) -> None:
+        """Read everything a worker sent and we have not read yet."""
         try:
             while handle.conn.poll():
-                self.on_message(handle, handle.conn.recv())
+                for message in handle.conn.recv():
+                    self.on_message(handle, message)
         except (EOFError, OSError):
-            pass  # the sentinel will fire
+            pass
 
     def on_message(self, handle: WorkerHandle, message: messages.WorkerMessage) -> None:
         """Update what we know of a worker from what it says."""
@@ -240,13 +293,12 @@ class Supervisor:
             self.boot_failures = 0
             logger.debug("worker %s booted", handle.pid)
         elif isinstance(message, messages.Started):
-            handle.running, handle.callable_path = True, message.callable_path
+            with contextlib.suppress(ValueError):  # not if it was handed to another worker
+                handle.queued.remove(message.task_id)
+            handle.task_id, handle.callable_path = message.task_id, message.callable_path
             handle.task_started_at = time.monotonic()
             handle.timeout = message.timeout or self.limits.task_timeout or None
-            # Its own memory only: cheap, unlike the whole tree that the tick polls.
-            with contextlib.suppress(psutil.Error):
-                handle.last_rss = psutil.Process(handle.pid).memory_info().rss
-            logger.info(
+            logger.debug(
                 "task %s %s started on worker %s",
                 message.task_id,
                 message.callable_path,
@@ -255,6 +307,10 @@ class Supervisor:
         elif isinstance(message, messages.Finished):
             self.counts[_COUNTED[message.status]] += 1
             handle.tasks_done += 1
+            mean = self.mean_duration
+            self.mean_duration = (
+                message.duration if mean is None else 0.8 * mean + 0.2 * message.duration
+            )
             log = logger.info if message.status == "SUCCESSFUL" else logger.warning
             log(
                 "task %s %s %s in %.1f ms on worker %s%s",
@@ -268,24 +324,32 @@ class Supervisor:
             self._task_done(handle)
             self.check_after_task(handle)
         elif isinstance(message, messages.Skipped):
-            if message.error and handle.running:
+            if message.error and handle.task_id in message.task_ids:
                 self._lose(
                     handle,
                     f"worker {handle.pid} lost its database connection while running task "
                     f"{handle.task_id} {handle.callable_path} ({message.error})",
                 )
-            self._task_done(handle)
+            for task_id in message.task_ids:
+                with contextlib.suppress(ValueError):
+                    handle.queued.remove(task_id)
+                self.backlog.release(task_id)
+            self._settle_state(handle)
 
     def _task_done(self, handle: WorkerHandle) -> None:
         if handle.task_id is not None:
             self.backlog.release(handle.task_id)
-        handle.task_id, handle.running, handle.callable_path = None, False, ""
-        if handle.state is WorkerState.BUSY:
+        handle.task_id, handle.callable_path = None, ""
+        self._settle_state(handle)
+
+    @staticmethod
+    def _settle_state(handle: WorkerHandle) -> None:
+        if handle.state is WorkerState.BUSY and not handle.load:
             handle.state = WorkerState.IDLE
 
     def check_after_task(self, handle: WorkerHandle) -> None:
         """Retire a worker that has run its quota of tasks or grew past --max-memory."""
-        if handle.state is not WorkerState.IDLE:
+        if handle.state not in (WorkerState.IDLE, WorkerState.BUSY):
             return
         if handle.task_quota and handle.tasks_done >= handle.task_quota:
             self.restarts["tasks"] += 1
@@ -309,13 +373,16 @@ class Supervisor:
         self._read_messages(handle)  # what it said before it died
         handle.process.join(timeout=1)
         del self.workers[handle.process.sentinel]
+        self.selector.unregister(handle.process.sentinel)
+        self.selector.unregister(handle.conn)
         handle.conn.close()
         how = handle.describe_exit()
-        if handle.task_id is not None and handle.running:
+        if handle.task_id is not None:
             self._lose(handle)
-        elif handle.task_id is not None:
-            losses.unclaim(handle.task_id, handle.pid)
-            self.backlog.give_back(handle.task_id)
+        if handle.queued:
+            # It may have claimed one and died before it could say so.
+            losses.unclaim(handle.queued, handle.pid)
+            self._give_back(handle)
         if handle.state is WorkerState.STARTING:
             self._boot_failed(handle, how)
         elif handle.kill_kind:
@@ -334,7 +401,7 @@ class Supervisor:
         if losses.record_loss(handle.task_id, handle.pid, path, described):
             self.counts["timed_out" if path == losses.TIMED_OUT else "lost"] += 1
         self.backlog.release(handle.task_id)
-        handle.task_id, handle.running = None, False
+        handle.task_id = None
 
     def _boot_failed(self, handle: WorkerHandle, how: str) -> None:
         if self.stopping:
@@ -368,7 +435,7 @@ class Supervisor:
         if poll_memory:
             self.next_memory_poll = now + TICK
         for handle in list(self.workers.values()):
-            if not handle.running or handle.kill_kind:
+            if handle.task_id is None or handle.kill_kind:
                 continue
             if poll_memory:
                 with contextlib.suppress(psutil.Error):  # exiting: its sentinel tells
@@ -387,7 +454,7 @@ class Supervisor:
         """In burst mode, stop once nothing is queued or running."""
         if not self.burst or len(self.backlog):
             return
-        if any(h.task_id is not None for h in self.workers.values()):
+        if any(h.load for h in self.workers.values()):
             return
         # A sweep ran since the last task was handed out and found nothing more.
         if self.sweeper.seconds_left(time.monotonic()) > 0:
@@ -405,8 +472,7 @@ class Supervisor:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            for ready in wait(self.waitables(), timeout=min(left, TICK)):
-                self.handle(ready)
+            self.wait(min(left, TICK))
         for handle in list(self.workers.values()):
             if self.stop_at_once:
                 self._kill(handle, "the server was told to stop at once")

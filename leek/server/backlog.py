@@ -1,17 +1,15 @@
 """The bounded window of READY task ids waiting for a worker, in dispatch order.
 
-Lives in the server process, between the listener thread (which adds announced ids), the
-sweep (which adds ids found in the table) and the supervisor (which takes ids for its
-workers and releases them when done). The table is the truth: an id dropped here because the
-window is full is found again by a later sweep.
+Lives in the server process's main thread, between the listener (which adds announced ids),
+the sweep (which adds ids found in the table) and the supervisor (which takes ids for its
+workers and releases them when done), all three parts of the supervisor's one loop. The
+table is the truth: an id dropped here because the window is full is found again by a later
+sweep.
 """
 
 from __future__ import annotations
 
-import contextlib
 import heapq
-import os
-import threading
 from collections.abc import Iterable
 
 # The most ids held at once; the sweep pages through a larger backlog.
@@ -27,16 +25,8 @@ class Backlog:
         self._heap: list[tuple[int, int]] = []
         # Id -> priority of the ids in the heap or handed out and not yet released.
         self._known: dict[int, int] = {}
-        self._lock = threading.Lock()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
         # Set when ids were dropped for want of room: the sweep should run soon.
         self.overflowed = False
-
-    def fileno(self) -> int:
-        """Return the fd that becomes readable when ids were added."""
-        return self._wake_r
 
     def serves(self, pool: str) -> bool:
         """Tell whether this server runs the tasks of `pool`."""
@@ -45,18 +35,15 @@ class Backlog:
     def add(self, rows: Iterable[tuple[int, int]]) -> int:
         """Add (id, priority) pairs not already held; return how many were added."""
         added = 0
-        with self._lock:
-            for task_id, priority in rows:
-                if task_id in self._known:
-                    continue
-                if len(self._heap) >= self.capacity:
-                    self.overflowed = True
-                    break
-                heapq.heappush(self._heap, (-priority, task_id))
-                self._known[task_id] = priority
-                added += 1
-        if added:
-            self._wake()
+        for task_id, priority in rows:
+            if task_id in self._known:
+                continue
+            if len(self._heap) >= self.capacity:
+                self.overflowed = True
+                break
+            heapq.heappush(self._heap, (-priority, task_id))
+            self._known[task_id] = priority
+            added += 1
         return added
 
     def add_announced(self, pool: str, priority: int, ids: Iterable[int]) -> int:
@@ -65,47 +52,23 @@ class Backlog:
             return 0
         return self.add((task_id, priority) for task_id in ids)
 
-    def take(self) -> int | None:
-        """Hand out the next id, or None when there is none; it stays known until released."""
-        with self._lock:
-            if not self._heap:
-                return None
-            return heapq.heappop(self._heap)[1]
+    def take(self, count: int = 1) -> list[int]:
+        """Hand out up to `count` next ids; each stays known until released."""
+        return [heapq.heappop(self._heap)[1] for _ in range(min(count, len(self._heap)))]
 
     def release(self, task_id: int) -> None:
         """Forget an id handed out: its worker is done with it."""
-        with self._lock:
-            self._known.pop(task_id, None)
+        self._known.pop(task_id, None)
 
     def give_back(self, task_id: int) -> None:
         """Put back an id that was handed out but never started."""
-        with self._lock:
-            priority = self._known.get(task_id)
-            if priority is not None:
-                heapq.heappush(self._heap, (-priority, task_id))
-        self._wake()
+        priority = self._known.get(task_id)
+        if priority is not None:
+            heapq.heappush(self._heap, (-priority, task_id))
 
     def room(self) -> int:
         """Return how many more ids fit."""
-        with self._lock:
-            return self.capacity - len(self._heap)
+        return self.capacity - len(self._heap)
 
     def __len__(self) -> int:
         return len(self._heap)
-
-    def clear_wakeup(self) -> None:
-        """Empty the wake-up pipe once its readability has been seen."""
-        try:
-            while os.read(self._wake_r, 4096):
-                pass
-        except BlockingIOError:
-            pass
-
-    def _wake(self) -> None:
-        with contextlib.suppress(BlockingIOError):  # full of wake-ups already
-            os.write(self._wake_w, b"\0")
-
-    def close(self) -> None:
-        """Close the wake-up pipe."""
-        os.close(self._wake_r)
-        os.close(self._wake_w)

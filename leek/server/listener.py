@@ -1,10 +1,13 @@
-"""The TCP listener: one thread, one selector, many client connections.
+"""The TCP listener: one selector, many client connections.
 
-Runs in a thread of the server process. It reads lines (leek.wire), hands announced ids to a
-callback, and answers `ping` and `stats`. It must survive any client: garbage gets an error
+Runs in the server process's main thread, inside the supervisor's loop: the supervisor waits
+on the listener's selector (`fileno()`) with everything else and calls `serve()` when a
+client has something to say, so a notification reaches the backlog with no thread to wake.
+It reads lines (leek.wire), hands announced ids to a callback, and answers `ping` and
+`stats`. It must survive any client: garbage gets an error
 reply, a line longer than wire.MAX_LINE or a failed `auth` gets the connection closed, a
 silent client costs a socket and a small buffer, and past MAX_CONNECTIONS the oldest idle
-connection makes room. Nothing a client sends can raise out of this thread.
+connection makes room. Nothing a client sends can raise out of `serve()`.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ import hmac
 import logging
 import selectors
 import socket
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -43,7 +45,7 @@ class _Client:
 
 
 class Listener:
-    """Accepts clients on `address` and serves the line protocol in a thread."""
+    """Accepts clients on `address` and serves the line protocol when asked to."""
 
     def __init__(
         self,
@@ -60,10 +62,7 @@ class Listener:
         self._server.setblocking(False)
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._server, selectors.EVENT_READ)
-        self._stop_r, self._stop_w = socket.socketpair()
-        self._selector.register(self._stop_r, selectors.EVENT_READ)
         self._clients: dict[int, _Client] = {}
-        self._thread = threading.Thread(target=self._serve, name="leek-listener", daemon=True)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -71,27 +70,17 @@ class Listener:
         host, port = self._server.getsockname()[:2]
         return host, port
 
-    def start(self) -> None:
-        """Serve in a background thread."""
-        self._thread.start()
+    def fileno(self) -> int:
+        """Return the selector's fd: readable when a client connects or sends something."""
+        return self._selector.fileno()  # epoll and kqueue selectors have one
 
-    def stop(self) -> None:
-        """Stop accepting, close every connection and wait for the thread."""
-        self._stop_w.send(b"x")
-        self._thread.join(timeout=5)
-
-    def _serve(self) -> None:
-        try:
-            while True:
-                for key, _ in self._selector.select(timeout=None):
-                    if key.fileobj is self._stop_r:
-                        return
-                    if key.fileobj is self._server:
-                        self._accept()
-                    else:
-                        self._read(key.data)
-        finally:
-            self._close_all()
+    def serve(self, timeout: float = 0) -> None:
+        """Accept and read what is ready, waiting up to `timeout` s for something to be."""
+        for key, _ in self._selector.select(timeout):
+            if key.fileobj is self._server:
+                self._accept()
+            else:
+                self._read(key.data)
 
     def _accept(self) -> None:
         try:
@@ -180,10 +169,9 @@ class Listener:
         self._selector.unregister(client.sock)
         client.sock.close()
 
-    def _close_all(self) -> None:
+    def close(self) -> None:
+        """Stop accepting and close every connection."""
         for client in list(self._clients.values()):
             self._drop(client)
         self._selector.close()
         self._server.close()
-        self._stop_r.close()
-        self._stop_w.close()

@@ -88,20 +88,6 @@ class Command(BaseCommand):
         settings = self._settings(options)
         _configure_logging(options["verbosity"])
         backlog = Backlog(settings.pools)
-        sweeper = Sweeper(backlog, settings.sweep_interval)
-        supervisor = Supervisor(
-            backlog,
-            sweeper,
-            workers=settings.workers,
-            limits=Limits(
-                max_memory=settings.max_memory,
-                max_memory_hard=settings.max_memory_hard,
-                max_tasks=settings.max_tasks_per_worker,
-                task_timeout=settings.task_timeout,
-                shutdown_timeout=settings.shutdown_timeout,
-            ),
-            burst=options["burst"],
-        )
         listener = None
         if not options["burst"]:
             try:
@@ -113,15 +99,27 @@ class Command(BaseCommand):
                 )
             except OSError as exc:
                 raise CommandError(f"cannot listen on {settings.bind}: {exc}") from exc
-            listener.start()
+        supervisor = Supervisor(
+            backlog,
+            Sweeper(backlog, settings.sweep_interval),
+            workers=settings.workers,
+            limits=Limits(
+                max_memory=settings.max_memory,
+                max_memory_hard=settings.max_memory_hard,
+                max_tasks=settings.max_tasks_per_worker,
+                task_timeout=settings.task_timeout,
+                shutdown_timeout=settings.shutdown_timeout,
+            ),
+            burst=options["burst"],
+            listener=listener,
+        )
         self.stdout.write(_banner(settings, listener))
         self.stdout.flush()
         try:
             code = supervisor.run()
         finally:
             if listener is not None:
-                listener.stop()
-            backlog.close()
+                listener.close()
         if code:
             sys.exit(code)
 
@@ -141,11 +139,8 @@ class Command(BaseCommand):
 
 
 def _ready_count() -> int:
-    """Count the READY rows (in the listener thread, on a connection of its own)."""
-    try:
-        return Task.objects.filter(status=TaskStatus.READY).count()
-    finally:
-        connections[router.db_for_read(Task)].close()
+    """Count the READY rows."""
+    return Task.objects.filter(status=TaskStatus.READY).count()
 
 
 def _banner(settings: conf.Settings, listener: Listener | None) -> str:

@@ -1,0 +1,260 @@
+"""The three statements every task goes through, in plain SQL: insert, claim, success.
+
+Run in web processes (`insert`, at offload time) and in workers (`claim` and `succeed`, in
+one `transaction`). They are the transitions of leek.models.TaskQuerySet that happen once
+per task, written out once per database vendor: the ORM's query compiler costs several
+times the statement itself, and on SQLite it is the whole difference between a task and a
+plain row insert. Every other transition stays in the ORM. Each UPDATE names its from-state,
+as in models.py.
+
+A worker's transaction goes to the driver's own connection, past Django's cursor wrapper
+and transaction bookkeeping (half of a worker's time per task, before this): Django's
+connection stays in autocommit, errors are still Django's (wrap_database_errors), and the
+query log does not see these statements.
+
+On SQLite, one writer at a time holds the database, and a writer that finds it taken sleeps
+a millisecond or more before it looks again: ten times what a task's transaction takes. So
+leek's own writers (offloads outside a transaction, and workers between tasks) first take
+turns on a file lock named after the database file, which wakes the next one at once. It
+only orders them; SQLite's own locking still keeps the data safe, and without the lock file
+(it cannot be made, or another machine shares the database) nothing changes but the speed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import connections
+from django.db import transaction as django_transaction
+from django.utils import timezone
+
+from leek.models import Task, TaskStatus
+
+# Columns an offload sets; every other column takes its model default.
+OFFLOAD_COLUMNS = (
+    "pool",
+    "callable_path",
+    "payload",
+    "priority",
+    "run_after",
+    "enqueued_at",
+    "timeout",
+    "retries",
+    "retry_backoff",
+    "lost_retries",
+)
+_DATETIMES = tuple(OFFLOAD_COLUMNS.index(c) for c in ("run_after", "enqueued_at"))
+# What a worker needs to run a task it claimed.
+CLAIM_COLUMNS = ("callable_path", "payload", "timeout", "attempts", "retries", "retry_backoff")
+# Rows in one INSERT: well under SQLite's limit of 32,766 parameters.
+ROWS_PER_INSERT = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A task a worker has just claimed: RUNNING, with what it needs to run it."""
+
+    task_id: int
+    callable_path: str
+    payload: bytes
+    timeout: float | None
+    attempts: int
+    retries: int
+    retry_backoff: float
+
+
+# The statements, written once per database vendor and parameter style.
+_written: dict[tuple[str, bool], dict[str, Any]] = {}
+
+
+def _statements(connection: Any, raw: bool) -> dict[str, Any]:
+    meta = Task._meta
+    q = connection.ops.quote_name
+    table = q(meta.db_table)
+    # Plain values only: the column defaults that are callables (now()) are all given.
+    fixed = {
+        f.column: getattr(f.get_default(), "value", f.get_default())
+        for f in meta.concrete_fields
+        if not f.primary_key and f.column not in OFFLOAD_COLUMNS
+    }
+    columns = ", ".join(q(c) for c in OFFLOAD_COLUMNS + tuple(fixed))
+    # UPDATE ... RETURNING: SQLite from 3.35 (as INSERT ... RETURNING), PostgreSQL.
+    returning = connection.vendor in ("sqlite", "postgresql") and (
+        connection.features.can_return_columns_from_insert
+    )
+    claimed = ", ".join(q(c) for c in CLAIM_COLUMNS)
+    claim = (
+        f"UPDATE {table} SET status = %s, started_at = %s, worker_pid = %s, worker_host = %s, "
+        "attempts = attempts + 1 WHERE id = %s AND status = %s AND run_after <= %s"
+    )
+    written = {
+        "fixed": tuple(fixed.values()),
+        "insert": f"INSERT INTO {table} ({columns}) VALUES ",
+        "row": "(" + ", ".join(["%s"] * (len(OFFLOAD_COLUMNS) + len(fixed))) + ")",
+        "returning": returning,
+        "claim": claim + (f" RETURNING {claimed}" if returning else ""),
+        "claimed": f"SELECT {claimed} FROM {table} WHERE id = %s",
+        "succeed": (
+            f"UPDATE {table} SET status = %s, finished_at = %s, result = %s "
+            "WHERE id = %s AND status = %s AND worker_pid = %s"
+        ),
+        # SQLite: take the write lock at once, not on the first UPDATE (which could then
+        # fail with "database is locked" instead of waiting its turn).
+        "begin": "BEGIN IMMEDIATE" if connection.vendor == "sqlite" else "BEGIN",
+    }
+    if raw and connection.vendor == "sqlite":  # the sqlite3 module's own parameter style
+        written = {
+            k: v.replace("%s", "?") if isinstance(v, str) else v for k, v in written.items()
+        }
+    return written
+
+
+def _connection(alias: str, raw: bool = False) -> tuple[Any, dict[str, Any]]:
+    connection = connections[alias]
+    sql = _written.get((connection.vendor, raw))
+    if sql is None:
+        sql = _written[connection.vendor, raw] = _statements(connection, raw)
+    return connection, sql
+
+
+# The file lock of each SQLite database this process writes to: path -> (pid, fd).
+_turns: dict[str, tuple[int, int]] = {}
+
+
+def _turn_fd(connection: Any) -> int | None:
+    if connection.vendor != "sqlite":
+        return None
+    name = str(connection.settings_dict["NAME"])
+    if connection.is_in_memory_db():
+        return None
+    path = os.path.realpath(name)
+    pid = os.getpid()
+    found = _turns.get(path)
+    if found is not None and found[0] == pid:
+        return found[1]
+    # A new one after a fork: a lock shared with the parent would not keep them apart.
+    digest = hashlib.sha256(path.encode()).hexdigest()[:20]
+    lock_path = os.path.join(tempfile.gettempdir(), f"leek-{digest}.lock")
+    try:
+        fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError:
+        return None
+    _turns[path] = (pid, fd)
+    return fd
+
+
+@contextlib.contextmanager
+def _turn(connection: Any) -> Iterator[None]:
+    """Wait for this process's turn to write to the SQLite database (no-op elsewhere)."""
+    fd = _turn_fd(connection)
+    if fd is None:
+        yield
+        return
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def insert(alias: str, rows: Sequence[tuple]) -> list[int]:
+    """Insert READY tasks, each a tuple in OFFLOAD_COLUMNS order; return their ids in order.
+
+    Run inside a transaction when there is more than one row.
+    """
+    connection, sql = _connection(alias)
+    adapt = connection.ops.adapt_datetimefield_value
+    fixed = sql["fixed"]
+    ids: list[int] = []
+    # Inside a transaction this connection may hold SQLite's lock already: never wait for
+    # the turn then, or a worker holding the turn and waiting for SQLite would deadlock.
+    turn = contextlib.nullcontext() if connection.in_atomic_block else _turn(connection)
+    with turn, connection.cursor() as cursor:
+        # Without RETURNING, only a one-row INSERT tells its id (lastrowid).
+        step = ROWS_PER_INSERT if sql["returning"] else 1
+        for start in range(0, len(rows), step):
+            chunk = rows[start : start + step]
+            params: list[Any] = []
+            for row in chunk:
+                values = list(row)
+                for i in _DATETIMES:
+                    values[i] = adapt(values[i])
+                params += values
+                params += fixed
+            statement = sql["insert"] + ", ".join([sql["row"]] * len(chunk))
+            if sql["returning"]:
+                cursor.execute(statement + " RETURNING id", params)
+                ids += [found[0] for found in cursor.fetchall()]
+            else:
+                cursor.execute(statement, params)
+                ids.append(cursor.lastrowid)
+    return ids
+
+
+class Writer:
+    """The claim and success statements, on the cursor of one open transaction."""
+
+    def __init__(self, alias: str, cursor: Any, sql: dict[str, Any], connection: Any) -> None:
+        self.alias = alias
+        self._cursor = cursor
+        self._sql = sql
+        self._adapt = connection.ops.adapt_datetimefield_value
+
+    def claim(self, task_id: int, pid: int, host: str) -> Claimed | None:
+        """Take a READY, due task for the worker `pid`; None if it is not there to take."""
+        sql, cursor = self._sql, self._cursor
+        now = self._adapt(timezone.now())
+        running, ready = TaskStatus.RUNNING.value, TaskStatus.READY.value
+        cursor.execute(sql["claim"], (running, now, pid, host, task_id, ready, now))
+        if sql["returning"]:
+            found = cursor.fetchone()
+        else:
+            found = None
+            if cursor.rowcount:
+                cursor.execute(sql["claimed"], (task_id,))
+                found = cursor.fetchone()
+        if found is None:
+            return None
+        path, payload, timeout, attempts, retries, backoff = found
+        return Claimed(task_id, path, bytes(payload), timeout, attempts, retries, backoff)
+
+    def succeed(self, task_id: int, pid: int, result: bytes) -> bool:
+        """Record that the worker `pid` ran the task to the end and what it returned."""
+        now = self._adapt(timezone.now())
+        done, running = TaskStatus.SUCCESSFUL.value, TaskStatus.RUNNING.value
+        self._cursor.execute(self._sql["succeed"], (done, now, result, task_id, running, pid))
+        return bool(self._cursor.rowcount)
+
+
+@contextlib.contextmanager
+def transaction(alias: str, raw: bool = False) -> Iterator[Writer]:
+    """Open one write transaction for claims and successes; commit it on leaving.
+
+    `raw`: on the driver's connection, for a worker between two tasks (never inside an
+    atomic block); otherwise an ordinary `atomic()`, which may nest in the caller's.
+    """
+    connection, sql = _connection(alias, raw)
+    if not raw:
+        with django_transaction.atomic(using=alias), connection.cursor() as cursor:
+            yield Writer(alias, cursor, sql, connection)
+        return
+    connection.ensure_connection()
+    with _turn(connection), connection.wrap_database_errors:
+        cursor = connection.connection.cursor()
+        try:
+            cursor.execute(sql["begin"])
+            yield Writer(alias, cursor, sql, connection)
+            cursor.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(connection.Database.Error):
+                cursor.execute("ROLLBACK")
+            raise
+        finally:
+            cursor.close()

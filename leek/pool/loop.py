@@ -1,0 +1,128 @@
+"""The loop of a worker process: take ids from the supervisor, claim, run, record.
+
+Runs in each worker process, after django.setup() (leek.pool.worker boots it). The
+supervisor may send a few ids ahead. They stay READY in the table until the worker claims
+one, which it does in the same transaction that records the task before it: one write per
+task, and a task whose worker dies before claiming it was never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import socket
+from collections import deque
+from multiprocessing.connection import Connection
+
+import psutil
+from django.db import DatabaseError, close_old_connections, reset_queries
+
+from leek import hotpath, runner
+from leek.hotpath import Claimed
+from leek.pool import messages
+from leek.runner import Outcome
+
+logger = logging.getLogger("leek.worker")
+
+
+class Worker:
+    """The loop of a worker process: read ids, record the last task and claim the next."""
+
+    def __init__(self, conn: Connection, max_memory: int) -> None:
+        self.conn = conn
+        # conn.poll() makes a selector at each call; this is one syscall.
+        self.poller = select.poll()
+        self.poller.register(conn.fileno(), select.POLLIN)
+        self.max_memory = max_memory
+        self.pid = os.getpid()
+        self.host = socket.gethostname()
+        self.alias = runner.database()
+        # Ids sent by the supervisor and not yet claimed, in order.
+        self.pending: deque[int] = deque()
+        self.retiring = False
+
+    def serve(self) -> None:
+        """Run tasks until retired; the last one's outcome is recorded before leaving."""
+        done = None  # the outcome of the task just run, not yet recorded
+        while True:
+            may_claim = not self.retiring and not self.over_memory()
+            if not self.retiring:
+                self.read(block=done is None and (not self.pending or not may_claim))
+                may_claim = may_claim and not self.retiring
+            if done is None and self.retiring:
+                return
+            task = self.step(done, may_claim)
+            done = None if task is None else runner.execute(task)
+
+    def read(self, block: bool) -> None:
+        """Take in what the supervisor sent; wait for a message when `block`."""
+        try:
+            while block or self.poller.poll(0):
+                block = False
+                message = self.conn.recv()
+                if isinstance(message, messages.Retire):
+                    self.retiring = True
+                    return
+                self.pending.extend(message.task_ids)
+        except (EOFError, OSError):
+            self.retiring = True  # the supervisor is gone
+
+    def over_memory(self) -> bool:
+        """Tell whether this process passed its memory limit (then it claims nothing)."""
+        if not self.max_memory:
+            return False
+        return psutil.Process().memory_info().rss > self.max_memory * 2**20
+
+    def step(self, done: Outcome | None, may_claim: bool) -> Claimed | None:
+        """Record `done` and claim the next pending task, in one transaction; return it.
+
+        Between two tasks the worker does what Django's request cycle does: it resets the
+        query log and closes connections that are broken or past CONN_MAX_AGE.
+        """
+        tried: list[int] = []
+        task = None
+        try:
+            reset_queries()
+            close_old_connections()
+            with hotpath.transaction(self.alias, raw=True) as writer:
+                if done is not None:
+                    runner.record(writer, done, self.pid)
+                for task_id in self.pending if may_claim else ():
+                    tried.append(task_id)
+                    task = writer.claim(task_id, self.pid, self.host)
+                    if task is not None:
+                        break
+        except DatabaseError as exc:
+            held = () if done is None else (done.task_id,)
+            if done is not None:
+                logger.exception(
+                    "worker %s: database error recording task %s %s",
+                    self.pid,
+                    done.task_id,
+                    done.callable_path,
+                )
+            else:
+                logger.exception("worker %s: database error claiming a task", self.pid)
+            self.send(messages.Skipped((*held, *self.pending), f"{type(exc).__name__}: {exc}"))
+            self.pending.clear()
+            return None
+        for _ in tried:
+            self.pending.popleft()
+        said: list[messages.WorkerMessage] = []
+        if done is not None:
+            path, status = done.callable_path, done.status
+            said.append(messages.Finished(done.task_id, path, status, done.duration, done.error))
+        skipped = tuple(tried[:-1] if task is not None else tried)
+        if skipped:
+            said.append(messages.Skipped(skipped))
+        if task is not None:
+            said.append(messages.Started(task.task_id, task.callable_path, task.timeout))
+        self.send(*said)
+        return task
+
+    def send(self, *said: messages.WorkerMessage) -> None:
+        """Tell the supervisor, in one write; if it is gone, the loop ends at its next read."""
+        with contextlib.suppress(OSError):
+            self.conn.send(said)
