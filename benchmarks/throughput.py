@@ -253,7 +253,8 @@ def start_server(root: Path, port: int, workers: int) -> Server:
     env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     log = root / f"server-{workers}.log"
     command = [sys.executable, "-m", "django", "leek", "--workers", str(workers)]
-    command += ["--bind", f"127.0.0.1:{port}", "-v", "0"]
+    # It serves the default pool only: the offload figures go to a pool nobody serves.
+    command += ["--bind", f"127.0.0.1:{port}", "--pool", "default", "-v", "0"]
     with log.open("wb") as err:
         proc = subprocess.Popen(
             command,
@@ -487,6 +488,39 @@ def measure_batch(server: Server, task: Any, count: int, first_n: int | None) ->
     }
 
 
+def measure_offload(count: int, batch: int) -> dict:
+    """Offload to the live server into a pool it does not serve: the caller's cost alone.
+
+    Each call saves its row and sends its notification (which the server reads and
+    ignores); nothing else runs meanwhile. Then the same number through offload_many, in
+    batches of `batch`. The rows are deleted afterwards.
+    """
+    from benchapp.tasks import noop
+
+    from leek.models import Task
+
+    aside = noop.using(pool="bench-offload-only")
+    start = time.perf_counter()
+    for _ in range(count):
+        aside.offload()
+    single = count / (time.perf_counter() - start)
+    bulk_count = max(count, 20 * batch)
+    start = time.perf_counter()
+    for _ in range(bulk_count // batch):
+        aside.offload_many([()] * batch)
+    bulk = bulk_count / (time.perf_counter() - start)
+    saved = Task.objects.filter(pool="bench-offload-only")
+    if saved.count() != count + bulk_count:
+        raise VerificationError(f"offload: {saved.count()} rows for {count + bulk_count} calls")
+    saved.delete()
+    return {
+        "single_per_s": round(single, 1),
+        "bulk_per_s": round(bulk, 1),
+        "bulk_batch": batch,
+        "bulk_tasks": bulk_count,
+    }
+
+
 def percentiles(values: list[float]) -> dict[str, float]:
     """Return p50, p95 and p99 of `values` in milliseconds."""
     cuts = statistics.quantiles(values, n=100, method="inclusive")
@@ -540,6 +574,8 @@ def run_pool(root: Path, port: int, workers: int, sizes: Sizes, row_base: int) -
     try:
         progress(f"workers={workers}: ready ({server.banner.decode(errors='replace')})")
         idle = MemorySampler(server).sample()
+        progress(f"workers={workers}: {sizes.tasks} offloads, then offload_many")
+        offload = measure_offload(sizes.tasks, batch=1000)
         progress(f"workers={workers}: {sizes.tasks} noop tasks")
         noops = measure_batch(server, noop, sizes.tasks, None)
         verify_tasks(noops.pop("ids"), f"workers={workers} noop")
@@ -557,11 +593,90 @@ def run_pool(root: Path, port: int, workers: int, sizes: Sizes, row_base: int) -
         stop_server(server)
     return {
         "workers": workers,
+        "offload": offload,
         "noop": noops,
         "write_row": writes,
         "latency": latency,
         "memory": memory_figures(server.proc.pid, idle, peak),
         "worker_restarts": restarts,
+    }
+
+
+def insert_ready(count: int) -> tuple[int, int]:
+    """Save `count` READY noop rows without telling the server; return the first and last id."""
+    from benchapp.tasks import noop
+    from django.db import transaction
+    from django.utils import timezone
+
+    from leek import hotpath, serialize
+    from leek.runner import database
+
+    path = serialize.callable_path(noop)
+    payload = serialize.dumps_call(noop, (), {})
+    now = timezone.now()
+    # In the order of hotpath.OFFLOAD_COLUMNS.
+    row = ("default", path, payload, 0, now, now, None, 0, 1.0, 0)
+    ids: list[int] = []
+    for start in range(0, count, 50_000):
+        with transaction.atomic():
+            ids += hotpath.insert(database(), [row] * min(50_000, count - start))
+        progress(f"  {len(ids):,} READY rows saved")
+    return ids[0], ids[-1]
+
+
+def measure_backlog(root: Path, port: int, count: int, seconds: float, workers: int = 2) -> dict:
+    """Start a server on `count` READY rows; return its memory and how soon urgent tasks start.
+
+    The rows are saved while the server is down, so only the sweep can find them, a page
+    at a time. For `seconds` the server drains them while a task of higher priority is
+    offloaded every 0.25 s; the figure is how soon each of those starts. The server is then
+    stopped, and every row must be SUCCESSFUL once or still READY.
+    """
+    from benchapp.tasks import noop
+    from django.db.models import Count
+
+    from leek.models import Task
+
+    server = start_server(root, port, workers)
+    try:
+        idle = MemorySampler(server).sample()[server.proc.pid]
+    finally:
+        stop_server(server)
+    progress(f"backlog: saving {count:,} READY rows with the server down")
+    first, last = insert_ready(count)
+    backlog = Task.objects.filter(id__gte=first, id__lte=last)
+    server = start_server(root, port, workers)
+    urgent = noop.using(priority=10)
+    waits, probes = [], []
+    try:
+        progress(f"backlog: draining for {seconds:g} s, an urgent task every 0.25 s")
+        with MemorySampler(server) as sampler:
+            start = time.perf_counter()
+            while time.perf_counter() - start < seconds:
+                time.sleep(0.25)
+                t0 = time.time()
+                probes.append((t0, urgent.offload().id))
+            wait_successful([i for _, i in probes])
+            elapsed = time.perf_counter() - start
+        done = backlog.filter(status="SUCCESSFUL").count()
+    finally:
+        stop_server(server)
+    for t0, task_id in probes:
+        started = Task.objects.values_list("started_at", flat=True).get(id=task_id)
+        waits.append(started.timestamp() - t0)
+    counts = dict(backlog.values_list("status").annotate(n=Count("id")).order_by())
+    if set(counts) - {"SUCCESSFUL", "READY"} or backlog.exclude(attempts__lte=1).exists():
+        raise VerificationError(f"backlog: rows ended {counts}, or ran more than once")
+    verify_tasks([i for _, i in probes], "backlog urgent tasks")
+    return {
+        "rows": count,
+        "workers": workers,
+        "seconds": round(elapsed, 1),
+        "drained": done,
+        "drained_per_s": round(done / elapsed, 1),
+        "server_idle_mb": round(idle / MB, 1),
+        "server_peak_mb": round(sampler.peak[server.proc.pid] / MB, 1),
+        "urgent_started": {**percentiles(waits), "max_ms": round(max(waits) * 1000, 3)},
     }
 
 
@@ -678,7 +793,9 @@ def add_ratios(result: dict, floors: dict) -> None:
     result["ratios"] = {
         "noop_vs_insert": round(result["noop"]["end_to_end_per_s"] / insert, 3),
         "write_row_vs_insert": round(result["write_row"]["end_to_end_per_s"] / insert, 3),
-        "offload_vs_insert": round(result["noop"]["offload_per_s"] / insert, 3),
+        "offload_busy_vs_insert": round(result["noop"]["offload_per_s"] / insert, 3),
+        "offload_vs_insert": round(result["offload"]["single_per_s"] / insert, 3),
+        "offload_many_vs_insert": round(result["offload"]["bulk_per_s"] / insert, 3),
         "started_p50_vs_rtt": round(result["latency"]["to_started"]["p50_ms"] / rtt, 1),
         "successful_p50_vs_rtt": round(result["latency"]["to_successful"]["p50_ms"] / rtt, 1),
     }
@@ -709,7 +826,9 @@ def table_rows(results: list[dict], floors: dict) -> list[tuple[str, list[str]]]
     cells = {
         "noop end-to-end, tasks/s": lambda r: rate(r, "noop", "end_to_end_per_s"),
         "write_row end-to-end, tasks/s": lambda r: rate(r, "write_row", "end_to_end_per_s"),
-        "offload calls, per s": lambda r: rate(r, "noop", "offload_per_s"),
+        "offload, nothing else running, /s": lambda r: rate(r, "offload", "single_per_s"),
+        "offload_many (1000 a call), tasks/s": lambda r: rate(r, "offload", "bulk_per_s"),
+        "offload while noop tasks run, /s": lambda r: rate(r, "noop", "offload_per_s"),
         "offload->started p50/95/99 ms": lambda r: lat(r, "to_started"),
         "offload->SUCCESSFUL p50/95/99 ms": lambda r: lat(r, "to_successful"),
         "seen by caller p50/95/99 ms": lambda r: lat(r, "to_seen_by_caller"),
@@ -747,6 +866,19 @@ def format_table(meta: dict, floors: dict, results: list[dict]) -> str:
     return "\n".join(out)
 
 
+def format_backlog(b: dict) -> str:
+    """Return the backlog figures as two lines."""
+    u = b["urgent_started"]
+    return (
+        f"\nbacklog: {b['rows']:,} READY rows, {b['workers']} workers, {b['seconds']:g} s: "
+        f"{b['drained']:,} drained ({b['drained_per_s']:,.0f}/s); server RSS idle "
+        f"{b['server_idle_mb']:.0f} MB, peak {b['server_peak_mb']:.0f} MB "
+        f"(+{b['server_peak_mb'] - b['server_idle_mb']:.0f} MB)\n"
+        f"priority-10 task offloaded on top: offload->started p50/95/99/max "
+        f"{u['p50_ms']:.2f}/{u['p95_ms']:.2f}/{u['p99_ms']:.2f}/{u['max_ms']:.2f} ms"
+    )
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -759,6 +891,8 @@ class Sizes:
     inserts: int
     queue_items: int
     tcp_samples: int
+    backlog: int = 0
+    backlog_seconds: float = 10.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -775,6 +909,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", metavar="FILE", help="write the results to FILE")
     parser.add_argument("--tasks", type=int, help="tasks a batch (default 2000, quick 300)")
     parser.add_argument("--samples", type=int, help="latency samples (default 200, quick 50)")
+    parser.add_argument(
+        "--backlog",
+        type=int,
+        metavar="ROWS",
+        help="READY rows the server starts on (default 100000, quick 10000, 0: skip)",
+    )
+    parser.add_argument(
+        "--backlog-seconds", type=float, default=None, help="how long it drains them (10 s)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary project")
     args = parser.parse_args(argv)
     if args.workers:
@@ -789,15 +932,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def sizes_for(args: argparse.Namespace) -> Sizes:
     """Return the sizes of the measurements for these options."""
     if args.quick:
-        base = Sizes(tasks=300, samples=50, inserts=300, queue_items=20_000, tcp_samples=50)
+        base = Sizes(300, 50, 300, 20_000, 50, backlog=10_000, backlog_seconds=3)
     else:
-        base = Sizes(tasks=2000, samples=200, inserts=2000, queue_items=100_000, tcp_samples=200)
+        base = Sizes(2000, 200, 2000, 100_000, 200, backlog=100_000, backlog_seconds=10)
     return Sizes(
         tasks=args.tasks or base.tasks,
         samples=args.samples or base.samples,
         inserts=base.inserts,
         queue_items=base.queue_items,
         tcp_samples=base.tcp_samples,
+        backlog=base.backlog if args.backlog is None else args.backlog,
+        backlog_seconds=args.backlog_seconds or base.backlog_seconds,
     )
 
 
@@ -827,7 +972,16 @@ def run(args: argparse.Namespace, root: Path, pg_name: str) -> dict:
         result = run_pool(root, port, workers, sizes, row_base=(index + 1) * 1_000_000)
         add_ratios(result, floors)
         results.append(result)
-    return {"meta": meta, "floors": floors, "results": results, "verified": True}
+    backlog = None
+    if sizes.backlog:
+        backlog = measure_backlog(root, port, sizes.backlog, sizes.backlog_seconds)
+    return {
+        "meta": meta,
+        "floors": floors,
+        "results": results,
+        "backlog": backlog,
+        "verified": True,
+    }
 
 
 def cleanup(args: argparse.Namespace, root: Path, pg_name: str) -> None:
@@ -864,6 +1018,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         cleanup(args, root, pg_name)
     print(format_table(report["meta"], report["floors"], report["results"]))
+    if report["backlog"]:
+        print(format_backlog(report["backlog"]))
     print("verified: every task SUCCESSFUL exactly once (attempts == 1), one row per write_row")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2, default=str) + "\n")

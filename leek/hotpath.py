@@ -124,29 +124,28 @@ def _connection(alias: str, raw: bool = False) -> tuple[Any, dict[str, Any]]:
     return connection, sql
 
 
-# The file lock of each SQLite database this process writes to: path -> (pid, fd).
+# The file lock of each SQLite database this process writes to: NAME -> (pid, fd).
 _turns: dict[str, tuple[int, int]] = {}
 
 
 def _turn_fd(connection: Any) -> int | None:
-    if connection.vendor != "sqlite":
+    if connection.vendor != "sqlite" or connection.is_in_memory_db():
         return None
     name = str(connection.settings_dict["NAME"])
-    if connection.is_in_memory_db():
-        return None
-    path = os.path.realpath(name)
     pid = os.getpid()
-    found = _turns.get(path)
-    if found is not None and found[0] == pid:
-        return found[1]
-    # A new one after a fork: a lock shared with the parent would not keep them apart.
-    digest = hashlib.sha256(path.encode()).hexdigest()[:20]
+    found = _turns.get(name)
+    if found is not None:
+        if found[0] == pid:
+            return found[1]
+        # Forked: a lock shared with the parent would not keep the two apart.
+        os.close(found[1])
+    digest = hashlib.sha256(os.path.realpath(name).encode()).hexdigest()[:20]
     lock_path = os.path.join(tempfile.gettempdir(), f"leek-{digest}.lock")
     try:
         fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError:
         return None
-    _turns[path] = (pid, fd)
+    _turns[name] = (pid, fd)
     return fd
 
 

@@ -14,7 +14,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 import leek
-from leek import api, client, conf
+from leek import api, client, conf, serialize
 from leek.exceptions import (
     LeekError,
     TaskFailed,
@@ -243,6 +243,78 @@ def test_decorator_options_reach_the_row(notified):
     assert (row.pool, row.priority) == ("emails", 5)
     assert row.callable_path == "tests.tasks.in_email_pool"
     assert notified == [("emails", 5, [row.pk])]
+
+
+# --- offload_many ---------------------------------------------------------------------------
+
+
+def test_offload_many_saves_every_call_in_order_and_notifies_once(notified):
+    # More rows than one INSERT takes, dicts and tuples mixed.
+    calls = [{"a": n, "b": 1} if n % 2 else (n, 2) for n in range(1234)]
+    handles = tasks.add.offload_many(calls)
+    ids = [h.id for h in handles]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 1234
+    rows = list(Task.objects.filter(pk__in=ids).order_by("id"))
+    assert [r.status for r in rows] == [TaskStatus.READY] * 1234
+    assert {r.callable_path for r in rows} == {"tests.tasks.add"}
+    assert notified == [("default", 0, ids)]
+    args = [serialize.loads_call(bytes(r.payload), r.callable_path)[1:] for r in rows[:3]]
+    assert args == [((0, 2), {}), ((), {"a": 1, "b": 1}), ((2, 2), {})]
+
+
+def test_offload_many_takes_the_task_options(notified):
+    handles = tasks.add.using(priority=4, pool="emails", retries=2).offload_many([(1, 2)] * 3)
+    rows = Task.objects.filter(pk__in=[h.id for h in handles])
+    assert {(r.pool, r.priority, r.retries) for r in rows} == {("emails", 4, 2)}
+    assert notified == [("emails", 4, [h.id for h in handles])]
+
+
+def test_offload_many_of_nothing_saves_and_sends_nothing(notified):
+    assert tasks.add.offload_many([]) == []
+    assert notified == []
+
+
+@pytest.mark.parametrize("bad", [[1, 2], "ab", None])
+def test_offload_many_names_an_item_that_is_not_a_call(notified, bad):
+    with pytest.raises(TypeError, match="call 1 is a"):
+        tasks.add.offload_many([(1, 2), bad])
+    assert Task.objects.count() == 0
+    assert notified == []
+
+
+def test_offload_many_with_an_unpicklable_argument_saves_nothing(notified):
+    with pytest.raises(UnpicklableError, match="argument 'b'"):
+        tasks.add.offload_many([(1, 2), {"a": 1, "b": lambda: 2}])
+    assert Task.objects.count() == 0
+
+
+def test_offload_many_in_a_rolled_back_transaction_leaves_nothing(notified):
+    with contextlib.suppress(RuntimeError), transaction.atomic():
+        tasks.add.offload_many([(1, 2), (3, 4)])
+        raise RuntimeError("roll back")
+    assert Task.objects.count() == 0
+    assert notified == []
+
+
+def test_offload_many_in_a_transaction_notifies_on_commit(notified):
+    with transaction.atomic():
+        handles = tasks.add.offload_many([(1, 2), (3, 4)])
+        assert notified == []
+    assert notified == [("default", 0, [h.id for h in handles])]
+
+
+@pytest.mark.usefixtures("eager")
+def test_offload_many_in_eager_mode_runs_each_call(notified):
+    handles = tasks.add.offload_many([(1, 2), {"a": 3, "b": 4}])
+    assert [h.return_value for h in handles] == [3, 7]
+    assert notified == []
+
+
+def test_offload_many_goes_through_a_patched_push_task_to_queue():
+    with mock.patch("leek.api.push_task_to_queue", lambda fn, *a, **kw: fn(*a, **kw)):
+        assert tasks.add.offload_many([(2, 3), {"a": 1, "b": 1}]) == [5, 2]
+    assert Task.objects.count() == 0
 
 
 @pytest.mark.parametrize(

@@ -293,6 +293,18 @@ def test_sqlite_with_four_workers_takes_a_burst_of_writes(start_server):
     assert "database is locked" not in server.log()
 
 
+def test_offload_many_runs_every_call_once_and_in_order_on_one_worker(start_server):
+    start_server(workers=1)
+    handles = tasks.record_span.offload_many((n, 0) for n in range(400))
+    for handle in handles:
+        assert finished(handle).status == TaskStatus.SUCCESSFUL
+    # One worker: strictly in enqueue order, never overlapping.
+    spans = [h.return_value for h in handles]
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False))
+    assert list(Row.objects.order_by("id").values_list("n", flat=True)) == list(range(400))
+    assert Task.objects.filter(attempts=1, id__in=[h.id for h in handles]).count() == 400
+
+
 def test_the_command_refuses_a_bad_setting():
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LEEK_TEST_PORT": "99999"}
     result = subprocess.run(

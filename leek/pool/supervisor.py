@@ -7,8 +7,9 @@
                                                        running task is lost, ids it had
                                                        not claimed go back to the backlog
 
-A worker gets ids a little ahead of its need (up to about PREFETCH_WINDOW of work, from the
-mean task duration), so it never waits for the supervisor between two short tasks. They are
+A worker gets ids a little ahead of its need (up to about PREFETCH_WINDOW of work, by the
+mean time a worker takes per task), so it never waits for the supervisor between two short
+tasks. They are
 not claimed until the worker starts them, so an id sent ahead can be handed to someone else
 at any time: the claim lets only one of them run it.
 
@@ -43,10 +44,12 @@ TICK = 1.0
 # Boot failures in a row before the server gives up, and the first backoff delay.
 MAX_BOOT_FAILURES = 5
 BOOT_BACKOFF = 0.5
-# A worker holds ids for about this many seconds of work (by the mean task duration), at
-# most MAX_PREFETCH; a higher-priority id waits behind no more than that.
-PREFETCH_WINDOW = 0.005
+# A worker holds ids for about this many seconds of work (by the mean time per task), at
+# most MAX_PREFETCH; a higher-priority id waits behind no more than that. While tasks take
+# less than SHORT_TASK it holds one id ahead at least, so it never waits for the next.
+PREFETCH_WINDOW = 0.001
 MAX_PREFETCH = 16
+SHORT_TASK = 0.02
 
 
 class Backlog(Protocol):
@@ -103,8 +106,9 @@ class Supervisor:
         self.boot_failures = 0
         self.spawn_after = 0.0
         self.next_memory_poll = 0.0
-        # Mean task duration in seconds (None until a task ends), for the prefetch depth.
-        self.mean_duration: float | None = None
+        # Mean seconds from a worker's Started to its Finished (None until a task ends):
+        # the task, recording it and claiming the next. It sets the prefetch depth.
+        self.mean_service: float | None = None
         self.counts = {"done": 0, "failed": 0, "retried": 0, "lost": 0, "timed_out": 0}
         # Why workers were replaced.
         self.restarts = {"crash": 0, "memory": 0, "timeout": 0, "tasks": 0, "reload": 0}
@@ -228,9 +232,11 @@ class Supervisor:
 
     def depth(self) -> int:
         """Return how many tasks a worker may hold, running and sent ahead."""
-        if self.mean_duration is None:
+        service = self.mean_service
+        if service is None:
             return 1
-        return max(1, min(MAX_PREFETCH, int(PREFETCH_WINDOW / max(self.mean_duration, 1e-6))))
+        least = 2 if service < SHORT_TASK else 1
+        return max(least, min(MAX_PREFETCH, int(PREFETCH_WINDOW / max(service, 1e-6))))
 
     def dispatch(self) -> None:
         """Send ids to workers that have room, with at most `size` workers holding tasks.
@@ -307,10 +313,8 @@ class Supervisor:
         elif isinstance(message, messages.Finished):
             self.counts[_COUNTED[message.status]] += 1
             handle.tasks_done += 1
-            mean = self.mean_duration
-            self.mean_duration = (
-                message.duration if mean is None else 0.8 * mean + 0.2 * message.duration
-            )
+            took, mean = time.monotonic() - handle.task_started_at, self.mean_service
+            self.mean_service = took if mean is None else 0.8 * mean + 0.2 * took
             log = logger.info if message.status == "SUCCESSFUL" else logger.warning
             log(
                 "task %s %s %s in %.1f ms on worker %s%s",
@@ -542,6 +546,7 @@ class Supervisor:
             "counts": dict(self.counts),
             "restarts": dict(self.restarts),
             "queued": len(self.backlog),
+            "prefetch": self.depth(),
         }
 
 

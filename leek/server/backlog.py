@@ -3,13 +3,14 @@
 Lives in the server process's main thread, between the listener (which adds announced ids),
 the sweep (which adds ids found in the table) and the supervisor (which takes ids for its
 workers and releases them when done), all three parts of the supervisor's one loop. The
-table is the truth: an id dropped here because the window is full is found again by a later
-sweep.
+table is the truth: an id left out because the window is full is found again by a later
+sweep. When the window is full, a new id of higher priority takes the place of the one that
+would run last, so a burst of low-priority work cannot keep an urgent task waiting.
 """
 
 from __future__ import annotations
 
-import heapq
+import bisect
 from collections.abc import Iterable
 
 # The most ids held at once; the sweep pages through a larger backlog.
@@ -22,10 +23,11 @@ class Backlog:
     def __init__(self, pools: Iterable[str] = (), capacity: int = CAPACITY) -> None:
         self.pools = frozenset(pools)
         self.capacity = capacity
-        self._heap: list[tuple[int, int]] = []
-        # Id -> priority of the ids in the heap or handed out and not yet released.
+        # (priority, -id), sorted: the next to run is at the end.
+        self._ready: list[tuple[int, int]] = []
+        # Id -> priority of the ids in the window or handed out and not yet released.
         self._known: dict[int, int] = {}
-        # Set when ids were dropped for want of room: the sweep should run soon.
+        # Set when ids were left out for want of room: the sweep should run soon.
         self.overflowed = False
 
     def serves(self, pool: str) -> bool:
@@ -38,10 +40,14 @@ class Backlog:
         for task_id, priority in rows:
             if task_id in self._known:
                 continue
-            if len(self._heap) >= self.capacity:
+            entry = (priority, -task_id)
+            if len(self._ready) >= self.capacity:
                 self.overflowed = True
-                break
-            heapq.heappush(self._heap, (-priority, task_id))
+                if entry <= self._ready[0]:
+                    continue  # it would run after every id held
+                _, last = self._ready.pop(0)
+                del self._known[-last]
+            bisect.insort(self._ready, entry)
             self._known[task_id] = priority
             added += 1
         return added
@@ -54,7 +60,7 @@ class Backlog:
 
     def take(self, count: int = 1) -> list[int]:
         """Hand out up to `count` next ids; each stays known until released."""
-        return [heapq.heappop(self._heap)[1] for _ in range(min(count, len(self._heap)))]
+        return [-self._ready.pop()[1] for _ in range(min(count, len(self._ready)))]
 
     def release(self, task_id: int) -> None:
         """Forget an id handed out: its worker is done with it."""
@@ -64,11 +70,11 @@ class Backlog:
         """Put back an id that was handed out but never started."""
         priority = self._known.get(task_id)
         if priority is not None:
-            heapq.heappush(self._heap, (-priority, task_id))
+            bisect.insort(self._ready, (priority, -task_id))
 
     def room(self) -> int:
         """Return how many more ids fit."""
-        return self.capacity - len(self._heap)
+        return self.capacity - len(self._ready)
 
     def __len__(self) -> int:
-        return len(self._heap)
+        return len(self._ready)
