@@ -245,8 +245,8 @@ class Server:
         return ""
 
 
-def start_server(root: Path, port: int, workers: int) -> Server:
-    """Start the server with `workers` workers and wait until they are all idle."""
+def start_server(root: Path, port: int, workers: int, busy: bool = False) -> Server:
+    """Start the server with `workers` workers and wait until they are all idle (or busy)."""
     env = dict(os.environ)
     env["DJANGO_SETTINGS_MODULE"] = SETTINGS_MODULE
     paths = [str(root), str(REPO_ROOT), env.get("PYTHONPATH", "")]
@@ -266,7 +266,7 @@ def start_server(root: Path, port: int, workers: int) -> Server:
         )
     server = Server(proc, port, workers, log)
     try:
-        wait_ready(server)
+        wait_ready(server, busy=busy)
     except BaseException:
         stop_server(server)
         raise
@@ -289,8 +289,8 @@ def read_banner(server: Server, deadline: float) -> None:
         raise BenchError(f"unexpected banner {server.banner!r}")
 
 
-def wait_ready(server: Server, timeout: float = 60.0) -> None:
-    """Wait for the banner, a `pong`, and `stats` showing every worker idle."""
+def wait_ready(server: Server, timeout: float = 60.0, busy: bool = False) -> None:
+    """Wait for the banner, a `pong`, and `stats` showing every worker idle (or `busy`)."""
     deadline = time.monotonic() + timeout
     read_banner(server, deadline)
     while time.monotonic() < deadline:
@@ -300,7 +300,8 @@ def wait_ready(server: Server, timeout: float = 60.0) -> None:
         try:
             if server.ask(b"ping\n") == b"pong\n":
                 states = [w["state"] for w in server.stats()["workers"]]
-                if states.count("idle") == server.workers:
+                booted = ("idle", "busy") if busy else ("idle",)
+                if sum(state in booted for state in states) == server.workers:
                     server.remember_children()
                     return
         except OSError:
@@ -645,7 +646,7 @@ def measure_backlog(root: Path, port: int, count: int, seconds: float, workers: 
     progress(f"backlog: saving {count:,} READY rows with the server down")
     first, last = insert_ready(count)
     backlog = Task.objects.filter(id__gte=first, id__lte=last)
-    server = start_server(root, port, workers)
+    server = start_server(root, port, workers, busy=True)
     urgent = noop.using(priority=10)
     waits, probes = [], []
     try:

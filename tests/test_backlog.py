@@ -4,6 +4,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from leek.server.backlog import Backlog
+from tests import tasks
 
 
 def test_higher_priority_first_then_oldest():
@@ -57,3 +58,25 @@ def test_the_window_holds_the_best_ids_in_order(priorities):
         backlog.add([(task_id, priority)])
     best = sorted(priorities, key=lambda i: (-priorities[i], i))[:10]
     assert backlog.take(100) == best
+
+
+def test_the_sweep_pages_past_the_ids_already_held():
+    from leek.models import Task
+    from leek.server.sweep import Sweeper
+    from tests.test_server import ready_row
+
+    ids = [ready_row(tasks.add, n, n).pk for n in range(30)]
+    backlog = Backlog(capacity=10)
+    sweeper = Sweeper(backlog, interval=60)
+    assert sweeper.sweep() == 10
+    assert backlog.overflowed
+    handed_out = backlog.take(6)  # still READY: no worker has claimed them yet
+    assert handed_out == ids[:6]
+    assert sweeper.sweep() == 6
+    assert backlog.take(100) == ids[6:16]
+    for task_id in handed_out:
+        backlog.release(task_id)
+    Task.objects.filter(pk__in=ids[:16]).update(status="SUCCESSFUL")
+    assert sweeper.sweep() == 10
+    assert sweeper.sweep() == 0  # nothing new past the window: it does not spin
+    assert backlog.take(100) == ids[16:26]

@@ -72,6 +72,10 @@ class Backlog:
         if priority is not None:
             bisect.insort(self._ready, (priority, -task_id))
 
+    def held(self) -> int:
+        """Return how many ids are in the window or handed out and not yet released."""
+        return len(self._known)
+
     def room(self) -> int:
         """Return how many more ids fit."""
         return self.capacity - len(self._ready)

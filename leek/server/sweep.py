@@ -45,7 +45,9 @@ class Sweeper:
         pools = self.backlog.pools
         try:
             close_old_connections()
-            limit = self.backlog.room()
+            # The first rows in dispatch order are those the window holds already (or that
+            # workers have): read past them to find `room` new ones.
+            limit = self.backlog.room() + self.backlog.held() if self.backlog.room() else 0
             rows = Task.objects.due(pools, limit=limit) if limit > 0 else []
             added = self.backlog.add(rows)
             next_run_after = Task.objects.next_run_after(pools)
