@@ -104,7 +104,8 @@ class Worker:
                     done.callable_path,
                 )
             else:
-                logger.exception("worker %s: database error claiming a task", self.pid)
+                ids = ", ".join(str(i) for i in list(self.pending)[:5])
+                logger.exception("worker %s: database error claiming task %s", self.pid, ids)
             self.send(messages.Skipped((*held, *self.pending), f"{type(exc).__name__}: {exc}"))
             self.pending.clear()
             return None

@@ -9,7 +9,7 @@
 
 A worker gets ids a little ahead of its need (up to about PREFETCH_WINDOW of work, by the
 mean time a worker takes per task), so it never waits for the supervisor between two short
-tasks, and a second worker is woken only when the first one falls behind. They are
+tasks. They are
 not claimed until the worker starts them, so an id sent ahead can be handed to someone else
 at any time: the claim lets only one of them run it.
 
@@ -230,48 +230,43 @@ class Supervisor:
             self.backlog.give_back(task_id)
         handle.queued = []
 
-    def window(self) -> int:
-        """Return how many tasks of the mean length fit in PREFETCH_WINDOW (1 at least)."""
+    def depth(self) -> int:
+        """Return how many tasks a worker may hold, running and sent ahead."""
         service = self.mean_service
         if service is None:
             return 1
-        return max(1, min(MAX_PREFETCH, int(PREFETCH_WINDOW / max(service, 1e-6))))
+        least = 2 if service < SHORT_TASK else 1
+        return max(least, min(MAX_PREFETCH, int(PREFETCH_WINDOW / max(service, 1e-6))))
 
     def dispatch(self) -> None:
         """Send ids to workers that have room, with at most `size` workers holding tasks.
 
-        Workers that hold tasks come first, up to a window's worth each, then idle ones:
-        while one worker keeps up with short tasks the others sleep, and the few processes
-        awake get the CPU. Then, for short tasks, every busy worker gets one id ahead. The
-        current generation comes first; an older generation serves too until the new one
-        has booted (maintain_pool then retires it). A worker is topped up once it is down to
-        half its depth, so ids go out in batches.
+        The current generation comes first, the emptiest first; an older generation serves
+        too until the new one has booted (maintain_pool then retires it). A worker is
+        topped up once it is down to half its depth, so ids go out in batches.
         """
         if self.stopping or not len(self.backlog):
             return
-        window = self.window()
-        short = self.mean_service is not None and self.mean_service < SHORT_TASK
+        depth = self.depth()
         ready = [
             h for h in self.workers.values() if h.state in (WorkerState.IDLE, WorkerState.BUSY)
         ]
-        ready.sort(key=lambda h: (h.generation != self.generation, not h.load))
+        ready.sort(key=lambda h: (h.generation != self.generation, h.load))
         holding = sum(1 for h in self.workers.values() if h.load)
-        for depth in (window, max(window, 2 if short else 1)):
-            for handle in ready:
-                if not len(self.backlog):
-                    return
-                if handle.load > depth // 2 or (not handle.load and holding >= self.size):
-                    continue
-                room = depth - handle.load
-                if handle.task_quota:
-                    room = min(room, handle.task_quota - handle.tasks_done - handle.load)
-                task_ids = self.backlog.take(room) if room > 0 else []
-                if not task_ids:
-                    continue
-                holding += not handle.load
-                handle.queued += task_ids
-                handle.state = WorkerState.BUSY
-                self._send(handle, messages.Run(tuple(task_ids)))
+        share = -(-len(self.backlog) // max(1, min(self.size, len(ready))))
+        for handle in ready:
+            if handle.load > depth // 2 or (not handle.load and holding >= self.size):
+                continue
+            room = min(depth - handle.load, share)
+            if handle.task_quota:
+                room = min(room, handle.task_quota - handle.tasks_done - handle.load)
+            task_ids = self.backlog.take(room) if room > 0 else []
+            if not task_ids:
+                continue
+            holding += not handle.load
+            handle.queued += task_ids
+            handle.state = WorkerState.BUSY
+            self._send(handle, messages.Run(tuple(task_ids)))
 
     def _send(self, handle: WorkerHandle, message: object) -> None:
         # A dead worker's pipe refuses; its sentinel fires and on_exit settles its task.
@@ -551,7 +546,7 @@ class Supervisor:
             "counts": dict(self.counts),
             "restarts": dict(self.restarts),
             "queued": len(self.backlog),
-            "prefetch": self.window(),
+            "prefetch": self.depth(),
         }
 
 
