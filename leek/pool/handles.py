@@ -5,6 +5,7 @@ Lives in the server process only; changed by the supervisor's on_message, on_exi
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import signal
 from dataclasses import dataclass, field
@@ -48,6 +49,11 @@ class WorkerHandle:
     # Why leek killed it, if it did, and the restart cause that counts it.
     killed_for: str = ""
     kill_kind: str = ""
+
+    def send(self, message: object) -> None:
+        """Send a message down its pipe (a dead worker's pipe refuses; its exit tells)."""
+        with contextlib.suppress(OSError):
+            self.conn.send(message)
 
     @property
     def load(self) -> int:

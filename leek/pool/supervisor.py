@@ -7,11 +7,7 @@
                                                        running task is lost, ids it had
                                                        not claimed go back to the backlog
 
-A worker gets ids a little ahead of its need (up to about PREFETCH_WINDOW of work, by the
-mean time a worker takes per task), so it never waits for the supervisor between two short
-tasks. They are
-not claimed until the worker starts them, so an id sent ahead can be handed to someone else
-at any time: the claim lets only one of them run it.
+Which worker gets which ids, and how many ahead of its need, is leek.pool.dispatch.
 
 One blocking call, a select() on one selector kept for the life of the server, watches the
 signal wake-up fd, the listener's sockets, every worker's pipe and every worker's sentinel:
@@ -33,6 +29,7 @@ from typing import Any, Protocol
 import psutil
 
 from leek.pool import losses, messages, worker
+from leek.pool.dispatch import Backlog, Dispatcher
 from leek.pool.handles import WorkerHandle, WorkerState
 from leek.pool.limits import MB, Limits, kill_tree, tree_rss
 from leek.pool.signals import SignalSocket
@@ -44,21 +41,6 @@ TICK = 1.0
 # Boot failures in a row before the server gives up, and the first backoff delay.
 MAX_BOOT_FAILURES = 5
 BOOT_BACKOFF = 0.5
-# A worker holds ids for about this many seconds of work (by the mean time per task), at
-# most MAX_PREFETCH; a higher-priority id waits behind no more than that. While tasks take
-# less than SHORT_TASK it holds one id ahead at least, so it never waits for the next.
-PREFETCH_WINDOW = 0.001
-MAX_PREFETCH = 16
-SHORT_TASK = 0.02
-
-
-class Backlog(Protocol):
-    """The ids waiting for a worker (leek.server.Backlog)."""
-
-    def take(self, count: int = 1) -> list[int]: ...
-    def release(self, task_id: int) -> None: ...
-    def give_back(self, task_id: int) -> None: ...
-    def __len__(self) -> int: ...
 
 
 class Listener(Protocol):
@@ -106,9 +88,7 @@ class Supervisor:
         self.boot_failures = 0
         self.spawn_after = 0.0
         self.next_memory_poll = 0.0
-        # Mean seconds from a worker's Started to its Finished (None until a task ends):
-        # the task, recording it and claiming the next. It sets the prefetch depth.
-        self.mean_service: float | None = None
+        self.dispatcher = Dispatcher(backlog)
         self.counts = {"done": 0, "failed": 0, "retried": 0, "lost": 0, "timed_out": 0}
         # Why workers were replaced.
         self.restarts = {"crash": 0, "memory": 0, "timeout": 0, "tasks": 0, "reload": 0}
@@ -222,56 +202,13 @@ class Supervisor:
     def retire(self, handle: WorkerHandle) -> None:
         """Ask a worker to exit after its current task; its ids sent ahead go to others."""
         handle.state = WorkerState.RETIRING
-        self._send(handle, messages.Retire())
-        self._give_back(handle)
-
-    def _give_back(self, handle: WorkerHandle) -> None:
-        for task_id in handle.queued:
-            self.backlog.give_back(task_id)
-        handle.queued = []
-
-    def depth(self) -> int:
-        """Return how many tasks a worker may hold, running and sent ahead."""
-        service = self.mean_service
-        if service is None:
-            return 1
-        least = 2 if service < SHORT_TASK else 1
-        return max(least, min(MAX_PREFETCH, int(PREFETCH_WINDOW / max(service, 1e-6))))
+        handle.send(messages.Retire())
+        self.dispatcher.give_back(handle)
 
     def dispatch(self) -> None:
-        """Send ids to workers that have room, with at most `size` workers holding tasks.
-
-        The current generation comes first, the emptiest first; an older generation serves
-        too until the new one has booted (maintain_pool then retires it). A worker is
-        topped up once it is down to half its depth, so ids go out in batches.
-        """
-        if self.stopping or not len(self.backlog):
-            return
-        depth = self.depth()
-        ready = [
-            h for h in self.workers.values() if h.state in (WorkerState.IDLE, WorkerState.BUSY)
-        ]
-        ready.sort(key=lambda h: (h.generation != self.generation, h.load))
-        holding = sum(1 for h in self.workers.values() if h.load)
-        share = -(-len(self.backlog) // max(1, min(self.size, len(ready))))
-        for handle in ready:
-            if handle.load > depth // 2 or (not handle.load and holding >= self.size):
-                continue
-            room = min(depth - handle.load, share)
-            if handle.task_quota:
-                room = min(room, handle.task_quota - handle.tasks_done - handle.load)
-            task_ids = self.backlog.take(room) if room > 0 else []
-            if not task_ids:
-                continue
-            holding += not handle.load
-            handle.queued += task_ids
-            handle.state = WorkerState.BUSY
-            self._send(handle, messages.Run(tuple(task_ids)))
-
-    def _send(self, handle: WorkerHandle, message: object) -> None:
-        # A dead worker's pipe refuses; its sentinel fires and on_exit settles its task.
-        with contextlib.suppress(OSError):
-            handle.conn.send(message)
+        """Send ids to the workers that have room for more (leek.pool.dispatch)."""
+        if not self.stopping:
+            self.dispatcher.dispatch(self.workers.values(), self.size, self.generation)
 
     def _read_message(self, handle: WorkerHandle) -> None:
         """Read what a worker sent in one write (its pipe is readable); more wakes us again."""
@@ -313,8 +250,7 @@ class Supervisor:
         elif isinstance(message, messages.Finished):
             self.counts[_COUNTED[message.status]] += 1
             handle.tasks_done += 1
-            took, mean = time.monotonic() - handle.task_started_at, self.mean_service
-            self.mean_service = took if mean is None else 0.8 * mean + 0.2 * took
+            self.dispatcher.observe(time.monotonic() - handle.task_started_at)
             log = logger.info if message.status == "SUCCESSFUL" else logger.warning
             log(
                 "task %s %s %s in %.1f ms on worker %s%s",
@@ -386,7 +322,7 @@ class Supervisor:
         if handle.queued:
             # It may have claimed one and died before it could say so.
             losses.unclaim(handle.queued, handle.pid)
-            self._give_back(handle)
+            self.dispatcher.give_back(handle)
         if handle.state is WorkerState.STARTING:
             self._boot_failed(handle, how)
         elif handle.kill_kind:
@@ -546,7 +482,7 @@ class Supervisor:
             "counts": dict(self.counts),
             "restarts": dict(self.restarts),
             "queued": len(self.backlog),
-            "prefetch": self.depth(),
+            "prefetch": self.dispatcher.depth(),
         }
 
 
