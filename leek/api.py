@@ -123,12 +123,13 @@ class TaskHandle:
     def wait(self, timeout: float | None = None) -> TaskHandle:
         """Return once the task has ended; raise `TaskTimeout` after `timeout` seconds."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        pause = 0.002
+        # Short tasks end in a few milliseconds: look often at first, then less and less.
+        pause = 0.0005
         while not self.refresh().is_finished:
             if deadline is not None and time.monotonic() >= deadline:
                 raise TaskTimeout(f"task {self.id} is still {self.status} after {timeout} s")
             time.sleep(pause)
-            pause = min(pause * 2, 0.1)
+            pause = min(pause * 1.5, 0.1)
         return self
 
     @property
