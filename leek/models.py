@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import models
+from django.db import connections, models, router, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -40,17 +40,31 @@ class TaskQuerySet(models.QuerySet):
     def unclaim(self, task_ids: Iterable[int], pid: int) -> list[int]:
         """Undo the claims of a worker `pid` that died before it started the tasks.
 
-        Return the ids that were claimed.
+        Return the ids that were claimed. Each row is locked before it is looked at: a
+        worker killed just after it sent COMMIT may have its claim become visible on
+        PostgreSQL only after the worker is gone, and an UPDATE whose WHERE names RUNNING
+        would skip the row it still sees READY and leave it RUNNING for good. The lock waits
+        for that commit, or for the rollback of a transaction the dead worker left open. One
+        row at a time, so no lock is held while waiting for another.
         """
-        claimed = self.filter(id__in=list(task_ids), status=TaskStatus.RUNNING, worker_pid=pid)
-        found = list(claimed.values_list("id", flat=True))
-        claimed.filter(id__in=found).update(
-            status=TaskStatus.READY,
-            started_at=None,
-            worker_pid=None,
-            worker_host="",
-            attempts=F("attempts") - 1,
-        )
+        alias = router.db_for_write(self.model)
+        lock = connections[alias].features.has_select_for_update
+        found = []
+        for task_id in task_ids:
+            with transaction.atomic(using=alias):
+                if lock:
+                    list(self.using(alias).select_for_update().filter(id=task_id).values("id"))
+                claimed = self.using(alias).filter(
+                    id=task_id, status=TaskStatus.RUNNING, worker_pid=pid
+                )
+                if claimed.update(
+                    status=TaskStatus.READY,
+                    started_at=None,
+                    worker_pid=None,
+                    worker_host="",
+                    attempts=F("attempts") - 1,
+                ):
+                    found.append(task_id)
         return found
 
     def fail(self, task_id: int, pid: int, exception_class_path: str, traceback: str) -> bool:

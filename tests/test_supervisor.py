@@ -11,16 +11,18 @@ import os
 import random
 import shutil
 import signal
+import threading
 import time
 import uuid
 
 import psutil
 import pytest
-from django.db import transaction
+from django.db import connections, transaction
+from django.utils import timezone
 
 from leek.models import Task, TaskStatus
 from tests import tasks
-from tests.conftest import ROOT, holds_for, wait_until
+from tests.conftest import ROOT, holds_for, requires_postgres, wait_until
 from tests.models import Row
 
 LOST = "leek.exceptions.WorkerLost"
@@ -195,7 +197,11 @@ def test_chaos_of_kill_9s_loses_only_running_tasks_and_runs_nothing_twice(start_
             killed.append(worker["pid"])
     assert len(killed) >= 5, killed
 
-    wait_until(lambda: not unfinished().filter(id__in=ids).exists(), 180, "every task to end", 0.2)
+    try:
+        wait_until(lambda: not unfinished().filter(id__in=ids).exists(), 180, "every task", 0.2)
+    except pytest.fail.Exception:
+        stuck = list(unfinished().values_list("id", "status", "worker_pid", "attempts")[:20])
+        pytest.fail(f"unfinished {stuck}; killed {killed}; {server.stats()}\n{server.log()}")
     by_id = dict(zip(ids, range(count), strict=True))
     rows = Task.objects.filter(id__in=ids)
     failed = rows.filter(status=TaskStatus.FAILED)
@@ -221,16 +227,17 @@ def test_chaos_of_kill_9s_loses_only_running_tasks_and_runs_nothing_twice(start_
     assert "database is locked" not in log
 
 
-def test_ids_sent_ahead_to_a_killed_worker_run_untouched_on_its_replacement(start_server):
-    # DESIGN: "Whatever a worker has prefetched or claimed but not yet started when it dies
-    # goes back to READY untouched". Short tasks first make the supervisor send ids ahead;
-    # then the worker is killed while a long task holds it.
-    server = start_server(workers=1)
+def sent_ahead_behind_a_long_task(server, count):
+    """Offload `count` tasks behind a 60 s one; wait until its worker holds some of them.
+
+    Short tasks first make the supervisor send ids ahead. Return the worker (as in stats),
+    the long task and the others.
+    """
     for _ in range(20):
         finished(tasks.add.offload(1, 2))
     blocker = tasks.sleep_seconds.offload(60)
     worker = running_worker(server, blocker)
-    followers = [tasks.return_pid.offload() for _ in range(5)]
+    followers = [tasks.return_pid.offload() for _ in range(count)]
     ids = {f.id for f in followers}
 
     def sent_ahead():
@@ -238,13 +245,46 @@ def test_ids_sent_ahead_to_a_killed_worker_run_untouched_on_its_replacement(star
         return ids & set(found["queued"])
 
     wait_until(sent_ahead, 30, "ids to be sent ahead to the busy worker")
+    return worker, blocker, followers
+
+
+def assert_ran_once_elsewhere(follower, pid):
+    row = finished(follower).task
+    assert row.status == TaskStatus.SUCCESSFUL, row.traceback
+    assert row.attempts == 1
+    assert follower.return_value != pid
+
+
+def test_ids_sent_ahead_to_a_killed_worker_run_untouched_on_its_replacement(start_server):
+    # DESIGN: "Whatever a worker has prefetched or claimed but not yet started when it dies
+    # goes back to READY untouched". The worker is killed while a long task holds it.
+    server = start_server(workers=1)
+    worker, blocker, followers = sent_ahead_behind_a_long_task(server, 5)
     kill(server, worker["pid"])
     assert finished(blocker).task.exception_class_path == LOST
     for follower in followers:
-        row = finished(follower).task
-        assert row.status == TaskStatus.SUCCESSFUL, row.traceback
-        assert row.attempts == 1
-        assert follower.return_value != worker["pid"]
+        assert_ran_once_elsewhere(follower, worker["pid"])
+
+
+def test_an_id_a_retiring_worker_claimed_just_before_it_died_goes_back_to_ready(start_server):
+    # A retiring worker's ids sent ahead go to the others, but it may have claimed one in the
+    # moment it was told to retire. Killed before it said Started, that claim is undone.
+    server = start_server(workers=1)
+    worker, blocker, (follower,) = sent_ahead_behind_a_long_task(server, 1)
+    # As the worker's claim would leave the row (hotpath's claim statement).
+    Task.objects.filter(pk=follower.id).update(
+        status=TaskStatus.RUNNING, worker_pid=worker["pid"], started_at=timezone.now(), attempts=1
+    )
+    server.signal(signal.SIGHUP)
+
+    def retiring():
+        states = {w["pid"]: w["state"] for w in server.stats()["workers"]}
+        return states.get(worker["pid"]) == "retiring"
+
+    wait_until(retiring, 60, "the old worker to retire")
+    kill(server, worker["pid"])
+    assert finished(blocker).task.exception_class_path == LOST
+    assert_ran_once_elsewhere(follower, worker["pid"])
 
 
 def test_unclaim_puts_back_only_what_that_worker_claimed():
@@ -261,6 +301,33 @@ def test_unclaim_puts_back_only_what_that_worker_claimed():
     assert rows[mine].started_at is None
     assert (rows[other].status, rows[other].worker_pid) == ("RUNNING", 4343)
     assert rows[untouched].status == "READY"
+
+
+@requires_postgres
+def test_unclaim_waits_for_a_claim_whose_commit_is_in_flight():
+    # A worker killed just after it sent COMMIT: PostgreSQL may make the claim visible only
+    # after the supervisor looked. Unclaimed too early, the row would stay RUNNING for good.
+    from leek import hotpath
+    from leek.runner import database
+
+    task_id = tasks.add.offload(1, 1).id
+    found = []
+
+    def unclaim():
+        try:
+            found.append(Task.objects.unclaim([task_id], 4242))
+        finally:
+            connections.close_all()
+
+    supervisor = threading.Thread(target=unclaim)
+    with hotpath.transaction(database(), raw=True) as writer:
+        assert writer.claim(task_id, 4242, "host")
+        supervisor.start()
+        assert holds_for(supervisor.is_alive, 0.5), "unclaim did not wait for the commit"
+    supervisor.join(30)
+    assert found == [[task_id]]
+    row = Task.objects.get(pk=task_id)
+    assert (row.status, row.attempts, row.worker_pid) == ("READY", 0, None)
 
 
 # -- SIGHUP: reload -------------------------------------------------------------------------

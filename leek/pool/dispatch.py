@@ -86,4 +86,5 @@ class Dispatcher:
         """Put the ids a worker holds and has not started back in the backlog."""
         for task_id in handle.queued:
             self.backlog.give_back(task_id)
+        handle.handed_on += handle.queued
         handle.queued = []

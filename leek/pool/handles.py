@@ -38,6 +38,9 @@ class WorkerHandle:
     # The task it claimed and runs, and the ids sent ahead that it has not claimed yet.
     task_id: int | None = None
     queued: list[int] = field(default_factory=list)
+    # Ids sent ahead that went back to the backlog when it retired: it may have claimed one
+    # just before it read the Retire.
+    handed_on: list[int] = field(default_factory=list)
     callable_path: str = ""
     task_started_at: float = 0.0
     tasks_done: int = 0

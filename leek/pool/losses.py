@@ -63,6 +63,8 @@ def _alive(pid: int) -> bool:
 
 def unclaim(task_ids: list[int], pid: int) -> None:
     """Put back READY, untouched, tasks a dead worker may have claimed but never started."""
+    if not task_ids:
+        return
     try:
         for task_id in Task.objects.unclaim(task_ids, pid):
             logger.info("task %s: worker %s died before starting it; READY again", task_id, pid)

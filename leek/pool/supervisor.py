@@ -319,10 +319,10 @@ class Supervisor:
         how = handle.describe_exit()
         if handle.task_id is not None:
             self._lose(handle)
-        if handle.queued:
-            # It may have claimed one and died before it could say so.
-            losses.unclaim(handle.queued, handle.pid)
-            self.dispatcher.give_back(handle)
+        # It may have claimed one of the ids it was sent and died before it could say so.
+        # They are back in the backlog (or in another worker's queue, or the next sweep's).
+        self.dispatcher.give_back(handle)
+        losses.unclaim(handle.handed_on, handle.pid)
         if handle.state is WorkerState.STARTING:
             self._boot_failed(handle, how)
         elif handle.kill_kind:
