@@ -38,7 +38,9 @@ def test_task_runs_in_a_worker_and_records_its_outcome(start_server):
     assert row.attempts == 1
     assert row.enqueued_at <= row.started_at <= row.finished_at
     assert row.callable_path == "tests.tasks.add"
-    assert f"task {row.pk} tests.tasks.add SUCCESSFUL" in server.log()
+    # The row is written before the supervisor hears of it and logs it.
+    line = f"task {row.pk} tests.tasks.add SUCCESSFUL"
+    wait_until(lambda: line in server.log(), 30, "the server to log the task")
 
 
 def test_the_notification_alone_starts_the_task(start_server):
