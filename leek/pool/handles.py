@@ -1,6 +1,7 @@
 """What the supervisor knows of each worker process: its state, its task, its numbers.
 
-Lives in the server process only; changed by the supervisor's on_message, on_exit and retire.
+Lives in the server process only; changed by the supervisor from what the worker says and
+from how it ends.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import signal
+import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -57,6 +59,32 @@ class WorkerHandle:
         """Send a message down its pipe (a dead worker's pipe refuses; its exit tells)."""
         with contextlib.suppress(OSError):
             self.conn.send(message)
+
+    def started(self, task_id: int, callable_path: str, timeout: float | None) -> None:
+        """Take in that it claimed `task_id` and runs it."""
+        with contextlib.suppress(ValueError):  # not if it went back to the backlog
+            self.queued.remove(task_id)
+        self.task_id, self.callable_path = task_id, callable_path
+        self.task_started_at = time.monotonic()
+        self.timeout = timeout
+
+    def done(self) -> int | None:
+        """Take in that its task ended; return the task's id."""
+        task_id, self.task_id, self.callable_path = self.task_id, None, ""
+        self.settle()
+        return task_id
+
+    def skipped(self, task_ids: tuple[int, ...]) -> None:
+        """Take in that it is done with these ids sent ahead and ran none of them."""
+        for task_id in task_ids:
+            with contextlib.suppress(ValueError):
+                self.queued.remove(task_id)
+        self.settle()
+
+    def settle(self) -> None:
+        """Go idle once it holds nothing."""
+        if self.state is WorkerState.BUSY and not self.load:
+            self.state = WorkerState.IDLE
 
     @property
     def load(self) -> int:

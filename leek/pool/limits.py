@@ -1,6 +1,6 @@
 """The limits a supervisor holds its workers to, and the psutil calls that measure and kill.
 
-Used by the supervisor in the server process.
+Used by the supervisor in the server process: it asks the Limits what to do with a worker.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ import random
 from dataclasses import dataclass
 
 import psutil
+
+from leek.pool.handles import WorkerHandle
 
 MB = 2**20
 
@@ -37,6 +39,34 @@ class Limits:
         if not self.max_tasks:
             return 0
         return self.max_tasks + random.randint(0, self.max_tasks // 10)
+
+    def retire_reason(self, handle: WorkerHandle) -> tuple[str, str] | None:
+        """Say why a worker that just ended a task should be replaced: (cause, why), or None.
+
+        Reads its resident memory when there is a --max-memory.
+        """
+        if handle.task_quota and handle.tasks_done >= handle.task_quota:
+            return "tasks", f"worker {handle.pid} ran {handle.tasks_done} tasks; replacing it"
+        if self.max_memory:
+            with contextlib.suppress(psutil.Error):
+                handle.last_rss = tree_rss(handle.pid)
+            if handle.last_rss > self.max_memory * MB:
+                return "memory", (
+                    f"worker {handle.pid} uses {handle.last_rss / MB:.0f} MB, over "
+                    f"--max-memory {self.max_memory} MB; replacing it"
+                )
+        return None
+
+    def kill_reason(self, handle: WorkerHandle, now: float) -> tuple[str, str] | None:
+        """Say why a busy worker must be killed now: (cause, why), or None."""
+        if handle.timeout and now - handle.task_started_at >= handle.timeout:
+            return "timeout", f"timed out after {handle.timeout:g} s"
+        if self.max_memory_hard and handle.last_rss > self.max_memory_hard * MB:
+            return "memory", (
+                f"resident memory {handle.last_rss / MB:.0f} MB passed "
+                f"--max-memory-hard {self.max_memory_hard} MB"
+            )
+        return None
 
 
 def tree_rss(pid: int) -> int:

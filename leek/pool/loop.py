@@ -53,7 +53,8 @@ class Worker:
                 may_claim = may_claim and not self.retiring
             if done is None and self.retiring:
                 return
-            task = self.step(done, may_claim)
+            # Over its memory limit with nothing to record, it waits to be retired.
+            task = self.step(done, may_claim) if done is not None or may_claim else None
             done = None if task is None else runner.execute(task)
 
     def read(self, block: bool) -> None:

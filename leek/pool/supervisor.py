@@ -29,18 +29,16 @@ from typing import Any, Protocol
 import psutil
 
 from leek.pool import losses, messages, worker
+from leek.pool.boot import BootGuard, PoolFailed
 from leek.pool.dispatch import Backlog, Dispatcher
 from leek.pool.handles import WorkerHandle, WorkerState
-from leek.pool.limits import MB, Limits, kill_tree, tree_rss
+from leek.pool.limits import Limits, kill_tree, tree_rss
 from leek.pool.signals import SignalSocket
 
 logger = logging.getLogger("leek.pool")
 
 # Longest sleep of the loop; psutil limits and the sweep are checked at least this often.
 TICK = 1.0
-# Boot failures in a row before the server gives up, and the first backoff delay.
-MAX_BOOT_FAILURES = 5
-BOOT_BACKOFF = 0.5
 
 
 class Listener(Protocol):
@@ -55,10 +53,6 @@ class Sweeper(Protocol):
 
     def seconds_left(self, now: float) -> float: ...
     def sweep_if_due(self, now: float) -> None: ...
-
-
-class PoolFailed(RuntimeError):
-    """Workers keep dying while they boot; the server must stop."""
 
 
 class Supervisor:
@@ -85,8 +79,7 @@ class Supervisor:
         self.generation = 1
         self.stopping = False
         self.stop_at_once = False
-        self.boot_failures = 0
-        self.spawn_after = 0.0
+        self.boot = BootGuard()
         self.next_memory_poll = 0.0
         self.dispatcher = Dispatcher(backlog)
         self.counts = {"done": 0, "failed": 0, "retried": 0, "lost": 0, "timed_out": 0}
@@ -133,8 +126,8 @@ class Supervisor:
         """Return how long the loop may sleep."""
         now = time.monotonic()
         limit = min(TICK, self.sweeper.seconds_left(now))
-        if self.spawn_after > now:
-            limit = min(limit, self.spawn_after - now)
+        if self.boot.spawn_after > now:
+            limit = min(limit, self.boot.spawn_after - now)
         for handle in self.workers.values():
             if handle.task_id is not None and handle.timeout:
                 limit = min(limit, handle.task_started_at + handle.timeout - now)
@@ -188,7 +181,7 @@ class Supervisor:
         if self.stopping:
             return
         current = self.current()
-        if len(current) < self.size and time.monotonic() >= self.spawn_after:
+        if len(current) < self.size and time.monotonic() >= self.boot.spawn_after:
             for _ in range(self.size - len(current)):
                 self.spawn()
         for surplus in [h for h in current if h.state is WorkerState.IDLE][self.size :]:
@@ -210,37 +203,26 @@ class Supervisor:
         if not self.stopping:
             self.dispatcher.dispatch(self.workers.values(), self.size, self.generation)
 
-    def _read_message(self, handle: WorkerHandle) -> None:
-        """Read what a worker sent in one write (its pipe is readable); more wakes us again."""
+    def _read_message(self, handle: WorkerHandle) -> bool:
+        """Read what a worker sent in one write; return False once its pipe is closed."""
         try:
             said = handle.conn.recv()
         except (EOFError, OSError):
-            return  # the sentinel will fire
+            return False  # the sentinel will fire
         for message in said:
             self.on_message(handle, message)
-
-    def _read_messages(self, handle: WorkerHandle) -> None:
-        """Read everything a worker sent and we have not read yet."""
-        try:
-            while handle.conn.poll():
-                for message in handle.conn.recv():
-                    self.on_message(handle, message)
-        except (EOFError, OSError):
-            pass
+        return True
 
     def on_message(self, handle: WorkerHandle, message: messages.WorkerMessage) -> None:
         """Update what we know of a worker from what it says."""
         if isinstance(message, messages.Booted):
             if handle.state is WorkerState.STARTING:
                 handle.state = WorkerState.IDLE
-            self.boot_failures = 0
+            self.boot.booted()
             logger.debug("worker %s booted", handle.pid)
         elif isinstance(message, messages.Started):
-            with contextlib.suppress(ValueError):  # not if it was handed to another worker
-                handle.queued.remove(message.task_id)
-            handle.task_id, handle.callable_path = message.task_id, message.callable_path
-            handle.task_started_at = time.monotonic()
-            handle.timeout = message.timeout or self.limits.task_timeout or None
+            timeout = message.timeout or self.limits.task_timeout or None
+            handle.started(message.task_id, message.callable_path, timeout)
             logger.debug(
                 "task %s %s started on worker %s",
                 message.task_id,
@@ -261,7 +243,7 @@ class Supervisor:
                 handle.pid,
                 f": {message.error}" if message.error else "",
             )
-            self._task_done(handle)
+            self.backlog.release(handle.done())
             self.check_after_task(handle)
         elif isinstance(message, messages.Skipped):
             if message.error and handle.task_id in message.task_ids:
@@ -270,47 +252,26 @@ class Supervisor:
                     f"worker {handle.pid} lost its database connection while running task "
                     f"{handle.task_id} {handle.callable_path} ({message.error})",
                 )
+            handle.skipped(message.task_ids)
             for task_id in message.task_ids:
-                with contextlib.suppress(ValueError):
-                    handle.queued.remove(task_id)
                 self.backlog.release(task_id)
-            self._settle_state(handle)
-
-    def _task_done(self, handle: WorkerHandle) -> None:
-        if handle.task_id is not None:
-            self.backlog.release(handle.task_id)
-        handle.task_id, handle.callable_path = None, ""
-        self._settle_state(handle)
-
-    @staticmethod
-    def _settle_state(handle: WorkerHandle) -> None:
-        if handle.state is WorkerState.BUSY and not handle.load:
-            handle.state = WorkerState.IDLE
 
     def check_after_task(self, handle: WorkerHandle) -> None:
         """Retire a worker that has run its quota of tasks or grew past --max-memory."""
         if handle.state not in (WorkerState.IDLE, WorkerState.BUSY):
             return
-        if handle.task_quota and handle.tasks_done >= handle.task_quota:
-            self.restarts["tasks"] += 1
-            logger.info("worker %s ran %s tasks; replacing it", handle.pid, handle.tasks_done)
+        found = self.limits.retire_reason(handle)
+        if found is not None:
+            cause, why = found
+            self.restarts[cause] += 1
+            logger.log(logging.INFO if cause == "tasks" else logging.WARNING, "%s", why)
             self.retire(handle)
-        elif self.limits.max_memory:
-            with contextlib.suppress(psutil.Error):
-                handle.last_rss = tree_rss(handle.pid)
-            if handle.last_rss > self.limits.max_memory * MB:
-                self.restarts["memory"] += 1
-                logger.warning(
-                    "worker %s uses %.0f MB, over --max-memory %s MB; replacing it",
-                    handle.pid,
-                    handle.last_rss / MB,
-                    self.limits.max_memory,
-                )
-                self.retire(handle)
 
     def on_exit(self, handle: WorkerHandle) -> None:
         """Settle the task of a worker that ended, and count how it ended."""
-        self._read_messages(handle)  # what it said before it died
+        with contextlib.suppress(OSError):  # what it said before it died
+            while handle.conn.poll() and self._read_message(handle):
+                pass
         handle.process.join(timeout=1)
         del self.workers[handle.process.sentinel]
         self.selector.unregister(handle.process.sentinel)
@@ -340,36 +301,18 @@ class Supervisor:
             path, described = losses.WORKER_LOST, reason
         if losses.record_loss(handle.task_id, handle.pid, path, described):
             self.counts["timed_out" if path == losses.TIMED_OUT else "lost"] += 1
-        self.backlog.release(handle.task_id)
-        handle.task_id = None
+        self.backlog.release(handle.done())
 
     def _boot_failed(self, handle: WorkerHandle, how: str) -> None:
         if self.stopping:
             return
-        self.boot_failures += 1
         old_serving = any(h.generation < self.generation for h in self.workers.values())
-        if self.boot_failures >= MAX_BOOT_FAILURES:
-            if old_serving:
-                logger.error(
-                    "the new workers cannot boot (last: worker %s %s); the old ones keep serving",
-                    handle.pid,
-                    how,
-                )
-                self.generation -= 1
-                self.boot_failures = 0
-                return
-            raise PoolFailed(
-                f"workers keep failing to boot ({self.boot_failures} in a row, the last "
-                f"worker {handle.pid} {how}); see its error above. Stopping."
-            )
-        delay = BOOT_BACKOFF * 2 ** (self.boot_failures - 1)
-        logger.error("worker %s %s while booting; next try in %.1f s", handle.pid, how, delay)
-        self.spawn_after = time.monotonic() + delay
+        if self.boot.failed(handle.pid, how, old_serving):
+            self.generation -= 1
 
     def enforce_limits(self) -> None:
         """Kill busy workers past their task's time limit or the hard memory ceiling."""
         now = time.monotonic()
-        hard = self.limits.max_memory_hard * MB
         # psutil reads /proc for each worker's tree: once a tick, not on every message.
         poll_memory = now >= self.next_memory_poll
         if poll_memory:
@@ -380,15 +323,9 @@ class Supervisor:
             if poll_memory:
                 with contextlib.suppress(psutil.Error):  # exiting: its sentinel tells
                     handle.last_rss = tree_rss(handle.pid)
-            if handle.timeout and now - handle.task_started_at >= handle.timeout:
-                self._kill(handle, f"timed out after {handle.timeout:g} s", "timeout")
-            elif hard and handle.last_rss > hard:
-                self._kill(
-                    handle,
-                    f"resident memory {handle.last_rss / MB:.0f} MB passed "
-                    f"--max-memory-hard {self.limits.max_memory_hard} MB",
-                    "memory",
-                )
+            found = self.limits.kill_reason(handle, now)
+            if found is not None:
+                self._kill(handle, found[1], found[0])
 
     def stop_if_burst_done(self) -> None:
         """In burst mode, stop once nothing is queued or running."""

@@ -62,8 +62,8 @@ class Backlog:
         """Hand out up to `count` next ids; each stays known until released."""
         return [-self._ready.pop()[1] for _ in range(min(count, len(self._ready)))]
 
-    def release(self, task_id: int) -> None:
-        """Forget an id handed out: its worker is done with it."""
+    def release(self, task_id: int | None) -> None:
+        """Forget an id handed out: its worker is done with it (None: no id)."""
         self._known.pop(task_id, None)
 
     def give_back(self, task_id: int) -> None:
