@@ -17,7 +17,7 @@ import uuid
 
 import psutil
 import pytest
-from django.db import connections, transaction
+from django.db import connection, connections, transaction
 from django.utils import timezone
 
 from leek.models import Task, TaskStatus
@@ -285,6 +285,34 @@ def test_an_id_a_retiring_worker_claimed_just_before_it_died_goes_back_to_ready(
     kill(server, worker["pid"])
     assert finished(blocker).task.exception_class_path == LOST
     assert_ran_once_elsewhere(follower, worker["pid"])
+
+
+@requires_postgres
+def test_a_loss_the_database_refused_is_written_once_it_answers(start_server):
+    # The server's database sessions are cut just before its worker dies, so the first try
+    # to record the loss fails. No sweep reconnects meanwhile (one an hour).
+    server = start_server(workers=1, env={"LEEK_TEST_SWEEP_INTERVAL": "3600"})
+    blocker = tasks.sleep_seconds.offload(60)
+    worker = running_worker(server, blocker)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        cut = [pid for pid, done in cursor.fetchall() if done]
+
+        def gone():
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", [cut])
+            return cursor.fetchone()[0] == 0
+
+        assert cut
+        wait_until(gone, 30, "the cut sessions to end")
+    kill(server, worker["pid"])
+    assert finished(blocker).task.exception_class_path == LOST
+    assert f"cannot write the loss of task {blocker.id}" in server.log()
+    took = "the database took the writes it had refused"
+    wait_until(lambda: took in server.log(), 30, "the server to log the write")
+    assert finished(tasks.add.offload(1, 1)).return_value == 2
 
 
 def test_unclaim_puts_back_only_what_that_worker_claimed():

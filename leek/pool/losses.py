@@ -2,14 +2,17 @@
 
 Used by the supervisor in the server process. The message says what happened: the worker's
 pid, its exit code or signal, its last resident memory, and whether leek killed it and why.
+A write the database refuses is written again later (Settler).
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 
 import psutil
-from django.db import DatabaseError
+from django.db import DatabaseError, InterfaceError, close_old_connections
 
 from leek.models import Task, TaskStatus
 from leek.pool.handles import WorkerHandle
@@ -37,21 +40,62 @@ def describe_loss(handle: WorkerHandle) -> tuple[str, str]:
 
 
 def record_loss(task_id: int, pid: int, path: str, reason: str) -> str:
-    """Write the loss on the row; return its new status ("" if it was not that worker's)."""
-    logger.error("task %s: %s", task_id, reason)
-    try:
-        if path == WORKER_LOST:
-            status = Task.objects.lose(task_id, pid, reason)
-        elif Task.objects.fail(task_id, pid, path, f"{path}: {reason}"):
-            status = TaskStatus.FAILED
-        else:
-            status = ""
-    except DatabaseError:
-        logger.exception("cannot record the loss of task %s", task_id)
-        return ""
+    """Write the loss on the row; return its new status ("" if it was not that worker's).
+
+    Database errors are the caller's (Settler.write tries again later).
+    """
+    if path == WORKER_LOST:
+        status = Task.objects.lose(task_id, pid, reason)
+    elif Task.objects.fail(task_id, pid, path, f"{path}: {reason}"):
+        status = TaskStatus.FAILED
+    else:
+        status = ""
     if status == TaskStatus.READY:
         logger.warning("task %s goes back to READY (its lost_retries allow it)", task_id)
     return status
+
+
+def unclaim(task_ids: list[int], pid: int) -> None:
+    """Put back READY, untouched, tasks a dead worker may have claimed but never started."""
+    for task_id in Task.objects.unclaim(task_ids, pid):
+        logger.info("task %s: worker %s died before starting it; READY again", task_id, pid)
+
+
+class Settler:
+    """Writes what the supervisor settles on dead workers' rows, until the database takes it.
+
+    A write the database refuses (it went away, or the session was cut) is kept and tried
+    again every RETRY_INTERVAL seconds; otherwise the row would stay RUNNING under a dead
+    pid until the next start's orphan recovery. Each write is conditional on the row's
+    state, so writing it late changes nothing that moved on meanwhile.
+    """
+
+    RETRY_INTERVAL = 1.0
+
+    def __init__(self) -> None:
+        self.waiting: list[tuple[str, Callable[[], object]]] = []
+        self.retry_at = 0.0
+
+    def write(self, what: str, write: Callable[[], object], again: bool = False) -> None:
+        """Run `write` (which writes `what`); keep it for later if the database fails it."""
+        try:
+            write()
+        except (DatabaseError, InterfaceError) as exc:
+            log = logger.debug if again else logger.error
+            log("cannot write %s, trying again every %g s: %s", what, self.RETRY_INTERVAL, exc)
+            self.waiting.append((what, write))
+            self.retry_at = time.monotonic() + self.RETRY_INTERVAL
+
+    def retry_if_due(self, now: float) -> None:
+        """Write again what the database refused, once its interval has passed."""
+        if not self.waiting or now < self.retry_at:
+            return
+        close_old_connections()  # a broken connection is replaced, not used again
+        waiting, self.waiting = self.waiting, []
+        for what, write in waiting:
+            self.write(what, write, again=True)
+        if not self.waiting:
+            logger.info("the database took the writes it had refused")
 
 
 def _alive(pid: int) -> bool:
@@ -59,17 +103,6 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
-
-
-def unclaim(task_ids: list[int], pid: int) -> None:
-    """Put back READY, untouched, tasks a dead worker may have claimed but never started."""
-    if not task_ids:
-        return
-    try:
-        for task_id in Task.objects.unclaim(task_ids, pid):
-            logger.info("task %s: worker %s died before starting it; READY again", task_id, pid)
-    except DatabaseError:
-        logger.exception("cannot put tasks %s back to READY", task_ids)
 
 
 def recover_orphans(host: str) -> int:
@@ -82,6 +115,7 @@ def recover_orphans(host: str) -> int:
             f"worker {pid} on {host} was gone while running task {task_id} (its server "
             "stopped without settling it; found at the next start)"
         )
+        logger.error("task %s: %s", task_id, reason)
         if record_loss(task_id, pid, WORKER_LOST, reason):
             found += 1
     return found

@@ -82,6 +82,7 @@ class Supervisor:
         self.boot = BootGuard()
         self.next_memory_poll = 0.0
         self.dispatcher = Dispatcher(backlog)
+        self.settler = losses.Settler()
         self.counts = {"done": 0, "failed": 0, "retried": 0, "lost": 0, "timed_out": 0}
         # Why workers were replaced.
         self.restarts = {"crash": 0, "memory": 0, "timeout": 0, "tasks": 0, "reload": 0}
@@ -104,6 +105,7 @@ class Supervisor:
                 self.dispatch()
                 self.wait(self.timeout())
                 self.enforce_limits()
+                self.settler.retry_if_due(time.monotonic())
                 self.sweeper.sweep_if_due(time.monotonic())
                 self.stop_if_burst_done()
             self.drain()
@@ -283,7 +285,11 @@ class Supervisor:
         # It may have claimed one of the ids it was sent and died before it could say so.
         # They are back in the backlog (or in another worker's queue, or the next sweep's).
         self.dispatcher.give_back(handle)
-        losses.unclaim(handle.handed_on, handle.pid)
+        if handle.handed_on:
+            ids, pid = handle.handed_on, handle.pid
+            self.settler.write(
+                f"the unclaim of tasks {ids} of worker {pid}", lambda: losses.unclaim(ids, pid)
+            )
         if handle.state is WorkerState.STARTING:
             self._boot_failed(handle, how)
         elif handle.kill_kind:
@@ -299,8 +305,14 @@ class Supervisor:
         path, described = losses.describe_loss(handle)
         if reason:
             path, described = losses.WORKER_LOST, reason
-        if losses.record_loss(handle.task_id, handle.pid, path, described):
-            self.counts["timed_out" if path == losses.TIMED_OUT else "lost"] += 1
+        task_id, pid = handle.task_id, handle.pid
+        logger.error("task %s: %s", task_id, described)
+
+        def write() -> None:
+            if losses.record_loss(task_id, pid, path, described):
+                self.counts["timed_out" if path == losses.TIMED_OUT else "lost"] += 1
+
+        self.settler.write(f"the loss of task {task_id} {handle.callable_path}", write)
         self.backlog.release(handle.done())
 
     def _boot_failed(self, handle: WorkerHandle, how: str) -> None:
