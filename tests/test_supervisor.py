@@ -11,9 +11,14 @@ import os
 import random
 import shutil
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
+from datetime import timedelta
+from pathlib import Path
 
 import psutil
 import pytest
@@ -22,7 +27,7 @@ from django.utils import timezone
 
 from leek.models import Task, TaskStatus
 from tests import tasks
-from tests.conftest import ROOT, holds_for, requires_postgres, wait_until
+from tests.conftest import DB_NAME, KIND, ROOT, holds_for, requires_postgres, wait_until
 from tests.models import Row
 
 LOST = "leek.exceptions.WorkerLost"
@@ -583,7 +588,7 @@ def test_a_task_left_running_by_a_killed_server_is_failed_at_the_next_start(star
     assert first.wait_exit(30) == -signal.SIGKILL
     assert alive(pid), "the orphaned worker should still be running its task"
     kill(first, pid)
-    # Gone, not a zombie waiting for init to reap it: recover_orphans counts a zombie as alive.
+    # Gone and reaped: the pid names no process at all.
     wait_until(lambda: not psutil.pid_exists(pid), 30, f"process {pid} to be reaped")
     assert holds_for(lambda: handle.refresh().status == TaskStatus.RUNNING, 1.0)
     start_server(workers=1)
@@ -594,6 +599,139 @@ def test_a_task_left_running_by_a_killed_server_is_failed_at_the_next_start(star
     assert "found at the next start" in handle.error
     after = finished(tasks.return_pid.offload())
     assert after.status == TaskStatus.SUCCESSFUL
+
+
+def left_running(pid, started_at):
+    """Save a row as a worker `pid` on this host would have left it, claimed at `started_at`."""
+    return Task.objects.create(
+        callable_path="tests.tasks.return_pid",
+        payload=b"",
+        status=TaskStatus.RUNNING,
+        worker_host=socket.gethostname(),
+        worker_pid=pid,
+        started_at=started_at,
+        attempts=1,
+    )
+
+
+def test_a_pid_a_newer_process_took_does_not_hide_a_task_left_running(start_server):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        # Its worker's pid now names a process that began after the task did: an orphan.
+        reused = left_running(sleeper.pid, timezone.now() - timedelta(minutes=10))
+        # The same live pid, on a row claimed after that process began: maybe another
+        # server's worker at work, left alone.
+        live = left_running(sleeper.pid, timezone.now() + timedelta(seconds=5))
+        start_server(workers=1)
+        wait_until(
+            lambda: Task.objects.get(pk=reused.pk).status == TaskStatus.FAILED, 30, "the orphan"
+        )
+        row = Task.objects.get(pk=reused.pk)
+        assert row.exception_class_path == LOST
+        assert f"worker {sleeper.pid}" in row.traceback
+        assert "found at the next start" in row.traceback
+        assert Task.objects.get(pk=live.pk).status == TaskStatus.RUNNING
+    finally:
+        sleeper.kill()
+        sleeper.wait(10)
+
+
+class Forwarder:
+    """Loopback TCP from a port of its own to PostgreSQL, in threads of this process."""
+
+    def __init__(self, port, target):
+        self.target = target
+        self.sockets = []
+        self.listener = socket.create_server(("127.0.0.1", port))
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            upstream = socket.create_connection(self.target)
+            self.sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source, sink):
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def close(self):
+        self.listener.close()
+        for sock in self.sockets:
+            sock.close()
+
+
+@pytest.fixture
+def database_not_up_yet(tmp_path):
+    """Yield (environment of a server whose database does not answer, a function to bring it up).
+
+    SQLite: the file's directory is a symlink made later. PostgreSQL: the server's port
+    forwards to the real one once brought up.
+    """
+    forwarders = []
+    if KIND == "postgres":
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        env = {"LEEK_TEST_PGPORT": str(port)}
+        target = ("127.0.0.1", int(os.environ.get("LEEK_TEST_PGPORT", "5432")))
+
+        def bring_up():
+            forwarders.append(Forwarder(port, target))
+    else:
+        later = tmp_path / "later"
+        env = {"LEEK_TEST_DB_NAME": str(later / Path(DB_NAME).name)}
+
+        def bring_up():
+            later.symlink_to(Path(DB_NAME).parent, target_is_directory=True)
+
+    yield env, bring_up
+    for forwarder in forwarders:
+        forwarder.close()
+
+
+def test_a_server_started_before_its_database_waits_for_it(start_server, database_not_up_yet):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait(30)
+    orphan = left_running(gone.pid, timezone.now() - timedelta(minutes=1))
+    env, bring_up = database_not_up_yet
+    server = start_server(workers=1, env=env)
+    wait_until(lambda: "cannot write the losses of workers gone before" in server.log(), 30)
+    stats = server.stats()
+    assert stats["ready"] is None, stats
+    assert stats["workers"][0]["state"] == "idle", stats
+    assert holds_for(lambda: server.proc.poll() is None, 1.0), server.log()
+    assert Task.objects.get(pk=orphan.pk).status == TaskStatus.RUNNING
+    bring_up()
+    wait_until(
+        lambda: Task.objects.get(pk=orphan.pk).status == TaskStatus.FAILED, 30, "the orphan"
+    )
+    assert "found at the next start" in Task.objects.get(pk=orphan.pk).traceback
+    assert finished(tasks.return_pid.offload()).status == TaskStatus.SUCCESSFUL
+    assert "the database took the writes it had refused" in server.log()
+    assert server.stats()["ready"] == 0
+
+
+def test_a_burst_started_before_its_database_runs_its_tasks_once_it_answers(
+    start_server, database_not_up_yet
+):
+    handle = tasks.return_pid.offload()
+    env, bring_up = database_not_up_yet
+    server = start_server("--burst", env=env, point_client=False, expect_start=False)
+    wait_until(lambda: "sweep failed" in server.log(), 60, "a sweep that fails")
+    assert holds_for(lambda: server.proc.poll() is None, 1.5), server.log()
+    bring_up()
+    assert server.wait_exit(120) == 0, server.log()
+    assert handle.refresh().status == TaskStatus.SUCCESSFUL
 
 
 # -- SIGTTIN / SIGTTOU / SIGUSR1 / stats ----------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from datetime import datetime
 
 import psutil
 from django.db import DatabaseError, InterfaceError, close_old_connections
@@ -98,18 +99,39 @@ class Settler:
             logger.info("the database took the writes it had refused")
 
 
-def _alive(pid: int) -> bool:
+# How much later than the task's start a process may seem to have begun and still be the
+# worker that claimed it: psutil's create_time() is only as exact as the boot time and the
+# clock ticks it is made of.
+CREATED_AFTER_SLACK = 1.0
+
+
+def _may_hold(pid: int | None, started_at: datetime | None) -> bool:
+    """Tell whether the live process `pid` could be the worker that started a task then.
+
+    A pid the kernel gave to a newer process (a restarted container numbers its processes
+    as it did before) is not that worker: it began after the task did.
+    """
+    if not pid:
+        return False
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        created = process.create_time()
     except psutil.Error:
         return False
+    return started_at is None or created <= started_at.timestamp() + CREATED_AFTER_SLACK
 
 
 def recover_orphans(host: str) -> int:
-    """Settle tasks left RUNNING on `host` by workers that no longer exist; return how many."""
+    """Settle tasks left RUNNING on `host` by workers that no longer exist; return how many.
+
+    Database errors are the caller's (Settler.write tries again later).
+    """
     found = 0
-    for task_id, pid in Task.objects.running_on(host).values_list("id", "worker_pid"):
-        if pid and _alive(pid):
+    rows = Task.objects.running_on(host).values_list("id", "worker_pid", "started_at")
+    for task_id, pid, started_at in rows:
+        if _may_hold(pid, started_at):
             continue  # a live worker, maybe another server's on this host
         reason = (
             f"worker {pid} on {host} was gone while running task {task_id} (its server "

@@ -99,7 +99,8 @@ class Supervisor:
         if self.listener is not None:
             self.selector.register(self.listener, selectors.EVENT_READ, ("listener", None))
         try:
-            self.counts["lost"] += losses.recover_orphans(self.host)
+            # A database that is not up yet is waited for, as any other refused write.
+            self.settler.write("the losses of workers gone before this start", self.recover)
             while not self.stopping:
                 self.maintain_pool()
                 self.dispatch()
@@ -118,6 +119,10 @@ class Supervisor:
             self.signals.restore()
             self.selector.close()
         return 0
+
+    def recover(self) -> None:
+        """Settle the tasks that workers of an earlier server left RUNNING on this host."""
+        self.counts["lost"] += losses.recover_orphans(self.host)
 
     def wait(self, timeout: float) -> None:
         """Wait up to `timeout` s for signals, ids, worker messages and exits; act on them."""
@@ -340,8 +345,8 @@ class Supervisor:
                 self._kill(handle, found[1], found[0])
 
     def stop_if_burst_done(self) -> None:
-        """In burst mode, stop once nothing is queued or running."""
-        if not self.burst or len(self.backlog):
+        """In burst mode, stop once nothing is queued or running, nor waits for the database."""
+        if not self.burst or len(self.backlog) or self.sweeper.failed or self.settler.waiting:
             return
         if any(h.load for h in self.workers.values()):
             return

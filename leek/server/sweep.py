@@ -26,6 +26,7 @@ class Sweeper:
         self.backlog = backlog
         self.interval = interval
         self.next_at = 0.0  # monotonic; 0 sweeps at once
+        self.failed = False  # the last sweep met a database error
 
     def seconds_left(self, now: float) -> float:
         """Return how long until the next sweep is due."""
@@ -54,7 +55,9 @@ class Sweeper:
         except DatabaseError as exc:
             logger.warning("sweep failed, trying again in %.1f s: %s", self.interval, exc)
             self.next_at = time.monotonic() + self.interval
+            self.failed = True
             return 0
+        self.failed = False
         if limit <= 0 or len(rows) == limit:
             self.backlog.overflowed = True
         delay = self.interval

@@ -11,7 +11,7 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import connections, router
+from django.db import DatabaseError, InterfaceError, connections, router
 
 from leek import conf
 from leek.models import Task, TaskStatus
@@ -138,9 +138,12 @@ class Command(BaseCommand):
         return settings
 
 
-def _ready_count() -> int:
-    """Count the READY rows."""
-    return Task.objects.filter(status=TaskStatus.READY).count()
+def _ready_count() -> int | None:
+    """Count the READY rows (None while the database does not answer)."""
+    try:
+        return Task.objects.filter(status=TaskStatus.READY).count()
+    except (DatabaseError, InterfaceError):
+        return None
 
 
 def _banner(settings: conf.Settings, listener: Listener | None) -> str:
