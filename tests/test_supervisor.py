@@ -665,8 +665,10 @@ class Forwarder:
             sink.shutdown(socket.SHUT_WR)
 
     def close(self):
-        self.listener.close()
-        for sock in self.sockets:
+        # shutdown() wakes the accept() blocked in the thread; close() alone would not.
+        for sock in [self.listener, *self.sockets]:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
             sock.close()
 
 
@@ -732,6 +734,33 @@ def test_a_burst_started_before_its_database_runs_its_tasks_once_it_answers(
     bring_up()
     assert server.wait_exit(120) == 0, server.log()
     assert handle.refresh().status == TaskStatus.SUCCESSFUL
+
+
+@requires_postgres
+def test_a_loss_a_stopping_server_could_not_write_is_named_and_settled_at_the_next_start(
+    start_server,
+):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    target = ("127.0.0.1", int(os.environ.get("LEEK_TEST_PGPORT", "5432")))
+    forwarder = Forwarder(port, target)
+    try:
+        server = start_server(workers=1, env={"LEEK_TEST_PGPORT": str(port)})
+        blocker = tasks.sleep_seconds.offload(60)
+        worker = running_worker(server, blocker)
+        forwarder.close()  # the server's database goes away, and stays away
+        kill(server, worker["pid"])
+        wait_until(lambda: f"cannot write the loss of task {blocker.id}" in server.log(), 30)
+        server.signal(signal.SIGTERM)
+        assert server.wait_exit(60) == 0, server.log()
+    finally:
+        forwarder.close()
+    assert f"stopping without writing the loss of task {blocker.id}" in server.log()
+    assert blocker.refresh().status == TaskStatus.RUNNING
+    start_server(workers=1)
+    assert finished(blocker).task.exception_class_path == LOST
+    assert "found at the next start" in blocker.error
 
 
 # -- SIGTTIN / SIGTTOU / SIGUSR1 / stats ----------------------------------------------------

@@ -98,6 +98,20 @@ class Settler:
         if not self.waiting:
             logger.info("the database took the writes it had refused")
 
+    def abandon(self) -> None:
+        """Try once more what the database refused, and name what stays unwritten.
+
+        For a server that stops: the rows stay RUNNING under dead workers' pids, which the
+        next start's recover_orphans settles.
+        """
+        self.retry_if_due(self.retry_at)
+        for what, _ in self.waiting:
+            logger.error(
+                "stopping without writing %s (the database does not answer); the next start "
+                "settles what is left RUNNING under dead workers",
+                what,
+            )
+
 
 # How much later than the task's start a process may seem to have begun and still be the
 # worker that claimed it: psutil's create_time() is only as exact as the boot time and the

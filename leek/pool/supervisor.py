@@ -374,6 +374,7 @@ class Supervisor:
                 self._kill(handle, f"still running {grace:g} s after shutdown began")
             handle.process.join(timeout=5)
             self.on_exit(handle)
+        self.settler.abandon()
 
     def _kill(self, handle: WorkerHandle, why: str, kind: str = "") -> None:
         """SIGKILL a worker and its children; on_exit then settles its task."""
