@@ -34,28 +34,38 @@ class TaskStatus(models.TextChoices):
     FAILED = "FAILED"
 
 
+# Seconds unclaim waits for a row lock before it gives up (and is tried again later).
+UNCLAIM_LOCK_TIMEOUT = 2
+
+
 class TaskQuerySet(models.QuerySet):
     """Transitions of task rows, each one conditional UPDATE."""
 
-    def unclaim(self, task_ids: Iterable[int], pid: int) -> list[int]:
-        """Undo the claims of a worker `pid` that died before it started the tasks.
+    def unclaim(self, task_ids: Iterable[int], pid: int, host: str) -> list[int]:
+        """Undo the claims of a worker `pid` on `host` that died before it started the tasks.
 
         Return the ids that were claimed. Each row is locked before it is looked at: a
         worker killed just after it sent COMMIT may have its claim become visible on
         PostgreSQL only after the worker is gone, and an UPDATE whose WHERE names RUNNING
         would skip the row it still sees READY and leave it RUNNING for good. The lock waits
         for that commit, or for the rollback of a transaction the dead worker left open. One
-        row at a time, so no lock is held while waiting for another.
+        row at a time, so no lock is held while waiting for another, and on PostgreSQL for
+        at most UNCLAIM_LOCK_TIMEOUT (the error that follows is the caller's, to retry).
         """
         alias = router.db_for_write(self.model)
-        lock = connections[alias].features.has_select_for_update
-        found = []
+        connection = connections[alias]
+        lock = connection.features.has_select_for_update
+        found: list[int] = []
         for task_id in task_ids:
             with transaction.atomic(using=alias):
+                if lock and connection.vendor == "postgresql":
+                    with connection.cursor() as cursor:
+                        cursor.execute(f"SET LOCAL lock_timeout = '{UNCLAIM_LOCK_TIMEOUT}s'")
                 if lock:
                     list(self.using(alias).select_for_update().filter(id=task_id).values("id"))
+                # Another host's worker may have the same pid (containers of one image).
                 claimed = self.using(alias).filter(
-                    id=task_id, status=TaskStatus.RUNNING, worker_pid=pid
+                    id=task_id, status=TaskStatus.RUNNING, worker_pid=pid, worker_host=host
                 )
                 if claimed.update(
                     status=TaskStatus.READY,

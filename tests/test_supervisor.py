@@ -278,7 +278,11 @@ def test_an_id_a_retiring_worker_claimed_just_before_it_died_goes_back_to_ready(
     worker, blocker, (follower,) = sent_ahead_behind_a_long_task(server, 1)
     # As the worker's claim would leave the row (hotpath's claim statement).
     Task.objects.filter(pk=follower.id).update(
-        status=TaskStatus.RUNNING, worker_pid=worker["pid"], started_at=timezone.now(), attempts=1
+        status=TaskStatus.RUNNING,
+        worker_pid=worker["pid"],
+        worker_host=socket.gethostname(),
+        started_at=timezone.now(),
+        attempts=1,
     )
     server.signal(signal.SIGHUP)
 
@@ -290,6 +294,17 @@ def test_an_id_a_retiring_worker_claimed_just_before_it_died_goes_back_to_ready(
     kill(server, worker["pid"])
     assert finished(blocker).task.exception_class_path == LOST
     assert_ran_once_elsewhere(follower, worker["pid"])
+
+
+def test_an_id_a_worker_started_is_not_one_to_undo_at_its_exit():
+    from leek.pool.handles import WorkerHandle
+
+    # Given back at its retirement, then claimed and started before it read Retire: if it
+    # dies now, the task is lost (the worker-lost rule), not put back READY untouched.
+    handle = WorkerHandle(process=None, conn=None, generation=1, handed_on=[5, 6])
+    handle.started(5, "tests.tasks.add", None)
+    assert handle.handed_on == [6]
+    assert handle.task_id == 5
 
 
 @requires_postgres
@@ -324,15 +339,19 @@ def test_unclaim_puts_back_only_what_that_worker_claimed():
     from leek import hotpath
     from leek.runner import database
 
-    mine, other, untouched = (tasks.add.offload(i, i).id for i in range(3))
+    mine, other, elsewhere, untouched = (tasks.add.offload(i, i).id for i in range(4))
     with hotpath.transaction(database()) as writer:
         assert writer.claim(mine, 4242, "host")
         assert writer.claim(other, 4343, "host")
-    assert Task.objects.unclaim([mine, other, untouched], 4242) == [mine]
-    rows = {t.pk: t for t in Task.objects.filter(pk__in=[mine, other, untouched])}
+        # The same pid on another host: a container of the same image.
+        assert writer.claim(elsewhere, 4242, "other-host")
+    ids = [mine, other, elsewhere, untouched]
+    assert Task.objects.unclaim(ids, 4242, "host") == [mine]
+    rows = {t.pk: t for t in Task.objects.filter(pk__in=ids)}
     assert (rows[mine].status, rows[mine].attempts, rows[mine].worker_pid) == ("READY", 0, None)
     assert rows[mine].started_at is None
     assert (rows[other].status, rows[other].worker_pid) == ("RUNNING", 4343)
+    assert (rows[elsewhere].status, rows[elsewhere].worker_host) == ("RUNNING", "other-host")
     assert rows[untouched].status == "READY"
 
 
@@ -348,7 +367,7 @@ def test_unclaim_waits_for_a_claim_whose_commit_is_in_flight():
 
     def unclaim():
         try:
-            found.append(Task.objects.unclaim([task_id], 4242))
+            found.append(Task.objects.unclaim([task_id], 4242, "host"))
         finally:
             connections.close_all()
 
@@ -356,7 +375,28 @@ def test_unclaim_waits_for_a_claim_whose_commit_is_in_flight():
     with hotpath.transaction(database(), raw=True) as writer:
         assert writer.claim(task_id, 4242, "host")
         supervisor.start()
-        assert holds_for(supervisor.is_alive, 0.5), "unclaim did not wait for the commit"
+
+        def waiting_for_the_lock():
+            # A session of its own: this one is in the claim's transaction, whose view of
+            # pg_stat_activity would not change.
+            import psycopg
+
+            settings = connection.settings_dict
+            with psycopg.connect(
+                host=settings["HOST"],
+                port=settings["PORT"],
+                user=settings["USER"],
+                dbname=settings["NAME"],
+                autocommit=True,
+            ) as other:
+                sql = (
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+                return other.execute(sql).fetchone()[0] > 0
+
+        wait_until(waiting_for_the_lock, 30, "unclaim to wait for the row lock")
+        assert supervisor.is_alive()
     supervisor.join(30)
     assert found == [[task_id]]
     row = Task.objects.get(pk=task_id)
@@ -621,7 +661,11 @@ def test_a_pid_a_newer_process_took_does_not_hide_a_task_left_running(start_serv
         reused = left_running(sleeper.pid, timezone.now() - timedelta(minutes=10))
         # The same live pid, on a row claimed after that process began: maybe another
         # server's worker at work, left alone.
-        live = left_running(sleeper.pid, timezone.now() + timedelta(seconds=5))
+        live = left_running(sleeper.pid, timezone.now())
+        # A dead pid, but claimed after the server started: its own worker's, not an orphan.
+        gone = subprocess.Popen([sys.executable, "-c", "pass"])
+        gone.wait(30)
+        later = left_running(gone.pid, timezone.now() + timedelta(minutes=10))
         start_server(workers=1)
         wait_until(
             lambda: Task.objects.get(pk=reused.pk).status == TaskStatus.FAILED, 30, "the orphan"
@@ -631,28 +675,52 @@ def test_a_pid_a_newer_process_took_does_not_hide_a_task_left_running(start_serv
         assert f"worker {sleeper.pid}" in row.traceback
         assert "found at the next start" in row.traceback
         assert Task.objects.get(pk=live.pk).status == TaskStatus.RUNNING
+        assert Task.objects.get(pk=later.pk).status == TaskStatus.RUNNING
     finally:
         sleeper.kill()
         sleeper.wait(10)
 
 
 class Forwarder:
-    """Loopback TCP from a port of its own to PostgreSQL, in threads of this process."""
+    """Loopback TCP to PostgreSQL from a socket of its own, in threads of this process.
 
-    def __init__(self, port, target):
-        self.target = target
+    Until `start()`, its port is bound but not listening: connections to it are refused.
+    """
+
+    def __init__(self):
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.target = (
+            os.environ.get("LEEK_TEST_PGHOST", "127.0.0.1"),
+            int(os.environ.get("LEEK_TEST_PGPORT", "5432")),
+        )
+        # What a server sent through it needs to reach PostgreSQL.
+        self.env = {"LEEK_TEST_PGHOST": "127.0.0.1", "LEEK_TEST_PGPORT": str(self.port)}
         self.sockets = []
-        self.listener = socket.create_server(("127.0.0.1", port))
+        self.lock = threading.Lock()
+        self.closed = False
+
+    def start(self):
+        self.listener.listen()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
         while True:
             try:
                 client, _ = self.listener.accept()
+                upstream = socket.create_connection(self.target, timeout=10)
+                upstream.settimeout(None)
             except OSError:
-                return  # closed
-            upstream = socket.create_connection(self.target)
-            self.sockets += [client, upstream]
+                if self.closed:
+                    return
+                continue
+            with self.lock:
+                if self.closed:
+                    client.close()
+                    upstream.close()
+                    return
+                self.sockets += [client, upstream]
             for source, sink in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
 
@@ -665,11 +733,13 @@ class Forwarder:
             sink.shutdown(socket.SHUT_WR)
 
     def close(self):
-        # shutdown() wakes the accept() blocked in the thread; close() alone would not.
-        for sock in [self.listener, *self.sockets]:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
+        with self.lock:
+            self.closed = True
+            # shutdown() wakes the accept() blocked in the thread; close() alone would not.
+            for sock in [self.listener, *self.sockets]:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
 
 
 @pytest.fixture
@@ -679,26 +749,17 @@ def database_not_up_yet(tmp_path):
     SQLite: the file's directory is a symlink made later. PostgreSQL: the server's port
     forwards to the real one once brought up.
     """
-    forwarders = []
     if KIND == "postgres":
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        env = {"LEEK_TEST_PGPORT": str(port)}
-        target = ("127.0.0.1", int(os.environ.get("LEEK_TEST_PGPORT", "5432")))
-
-        def bring_up():
-            forwarders.append(Forwarder(port, target))
-    else:
-        later = tmp_path / "later"
-        env = {"LEEK_TEST_DB_NAME": str(later / Path(DB_NAME).name)}
-
-        def bring_up():
-            later.symlink_to(Path(DB_NAME).parent, target_is_directory=True)
-
-    yield env, bring_up
-    for forwarder in forwarders:
+        forwarder = Forwarder()
+        yield forwarder.env, forwarder.start
         forwarder.close()
+        return
+    later = tmp_path / "later"
+
+    def bring_up():
+        later.symlink_to(Path(DB_NAME).parent, target_is_directory=True)
+
+    yield {"LEEK_TEST_DB_NAME": str(later / Path(DB_NAME).name)}, bring_up
 
 
 def test_a_server_started_before_its_database_waits_for_it(start_server, database_not_up_yet):
@@ -740,13 +801,10 @@ def test_a_burst_started_before_its_database_runs_its_tasks_once_it_answers(
 def test_a_loss_a_stopping_server_could_not_write_is_named_and_settled_at_the_next_start(
     start_server,
 ):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    target = ("127.0.0.1", int(os.environ.get("LEEK_TEST_PGPORT", "5432")))
-    forwarder = Forwarder(port, target)
+    forwarder = Forwarder()
+    forwarder.start()
     try:
-        server = start_server(workers=1, env={"LEEK_TEST_PGPORT": str(port)})
+        server = start_server(workers=1, env=forwarder.env)
         blocker = tasks.sleep_seconds.offload(60)
         worker = running_worker(server, blocker)
         forwarder.close()  # the server's database goes away, and stays away

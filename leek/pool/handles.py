@@ -64,6 +64,8 @@ class WorkerHandle:
         """Take in that it claimed `task_id` and runs it."""
         with contextlib.suppress(ValueError):  # not if it went back to the backlog
             self.queued.remove(task_id)
+        with contextlib.suppress(ValueError):  # claimed just before it read Retire
+            self.handed_on.remove(task_id)
         self.task_id, self.callable_path = task_id, callable_path
         self.task_started_at = time.monotonic()
         self.timeout = timeout

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 import psutil
-from django.db import DatabaseError, InterfaceError, close_old_connections
+from django.db import InterfaceError, OperationalError, close_old_connections
 
 from leek.models import Task, TaskStatus
 from leek.pool.handles import WorkerHandle
@@ -56,9 +56,9 @@ def record_loss(task_id: int, pid: int, path: str, reason: str) -> str:
     return status
 
 
-def unclaim(task_ids: list[int], pid: int) -> None:
+def unclaim(task_ids: list[int], pid: int, host: str) -> None:
     """Put back READY, untouched, tasks a dead worker may have claimed but never started."""
-    for task_id in Task.objects.unclaim(task_ids, pid):
+    for task_id in Task.objects.unclaim(task_ids, pid, host):
         logger.info("task %s: worker %s died before starting it; READY again", task_id, pid)
 
 
@@ -81,7 +81,7 @@ class Settler:
         """Run `write` (which writes `what`); keep it for later if the database fails it."""
         try:
             write()
-        except (DatabaseError, InterfaceError) as exc:
+        except (OperationalError, InterfaceError) as exc:  # down, cut, locked: transient
             log = logger.debug if again else logger.error
             log("cannot write %s, trying again every %g s: %s", what, self.RETRY_INTERVAL, exc)
             self.waiting.append((what, write))
@@ -132,18 +132,22 @@ def _may_hold(pid: int | None, started_at: datetime | None) -> bool:
         if process.status() == psutil.STATUS_ZOMBIE:
             return False
         created = process.create_time()
+    except psutil.AccessDenied:
+        return True  # another user's process: maybe that user's server's worker
     except psutil.Error:
         return False
     return started_at is None or created <= started_at.timestamp() + CREATED_AFTER_SLACK
 
 
-def recover_orphans(host: str) -> int:
+def recover_orphans(host: str, before: datetime) -> int:
     """Settle tasks left RUNNING on `host` by workers that no longer exist; return how many.
 
-    Database errors are the caller's (Settler.write tries again later).
+    Only tasks started `before` (this server's start): later ones are its own workers', which
+    it settles itself. Database errors are the caller's (Settler.write tries again later).
     """
     found = 0
-    rows = Task.objects.running_on(host).values_list("id", "worker_pid", "started_at")
+    rows = Task.objects.running_on(host).filter(started_at__lt=before)
+    rows = rows.values_list("id", "worker_pid", "started_at")
     for task_id, pid, started_at in rows:
         if _may_hold(pid, started_at):
             continue  # a live worker, maybe another server's on this host

@@ -27,6 +27,7 @@ import time
 from typing import Any, Protocol
 
 import psutil
+from django.utils import timezone
 
 from leek.pool import losses, messages, worker
 from leek.pool.boot import BootGuard, PoolFailed
@@ -51,6 +52,8 @@ class Listener(Protocol):
 class Sweeper(Protocol):
     """The periodic search of the table for READY tasks (leek.server.Sweeper)."""
 
+    failed: bool  # the last sweep met a database error
+
     def seconds_left(self, now: float) -> float: ...
     def sweep_if_due(self, now: float) -> None: ...
 
@@ -74,6 +77,7 @@ class Supervisor:
         self.limits = limits or Limits()
         self.burst = burst
         self.host = socket.gethostname()
+        self.started_at = timezone.now()  # rows claimed since are this server's own
         self.context = multiprocessing.get_context("spawn")
         self.workers: dict[int, WorkerHandle] = {}  # by sentinel
         self.generation = 1
@@ -122,7 +126,7 @@ class Supervisor:
 
     def recover(self) -> None:
         """Settle the tasks that workers of an earlier server left RUNNING on this host."""
-        self.counts["lost"] += losses.recover_orphans(self.host)
+        self.counts["lost"] += losses.recover_orphans(self.host, self.started_at)
 
     def wait(self, timeout: float) -> None:
         """Wait up to `timeout` s for signals, ids, worker messages and exits; act on them."""
@@ -293,7 +297,8 @@ class Supervisor:
         if handle.handed_on:
             ids, pid = handle.handed_on, handle.pid
             self.settler.write(
-                f"the unclaim of tasks {ids} of worker {pid}", lambda: losses.unclaim(ids, pid)
+                f"the unclaim of tasks {ids} of worker {pid}",
+                lambda: losses.unclaim(ids, pid, self.host),
             )
         if handle.state is WorkerState.STARTING:
             self._boot_failed(handle, how)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, InterfaceError, close_old_connections
 from django.utils import timezone
 
 from leek.models import Task
@@ -52,7 +52,7 @@ class Sweeper:
             rows = Task.objects.due(pools, limit=limit) if limit > 0 else []
             added = self.backlog.add(rows)
             next_run_after = Task.objects.next_run_after(pools)
-        except DatabaseError as exc:
+        except (DatabaseError, InterfaceError) as exc:
             logger.warning("sweep failed, trying again in %.1f s: %s", self.interval, exc)
             self.next_at = time.monotonic() + self.interval
             self.failed = True
