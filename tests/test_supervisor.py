@@ -641,6 +641,13 @@ def test_a_task_left_running_by_a_killed_server_is_failed_at_the_next_start(star
     assert after.status == TaskStatus.SUCCESSFUL
 
 
+def dead_pid():
+    """Return the pid of a process that has just exited."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait(30)
+    return gone.pid
+
+
 def left_running(pid, started_at):
     """Save a row as a worker `pid` on this host would have left it, claimed at `started_at`."""
     return Task.objects.create(
@@ -663,9 +670,7 @@ def test_a_pid_a_newer_process_took_does_not_hide_a_task_left_running(start_serv
         # server's worker at work, left alone.
         live = left_running(sleeper.pid, timezone.now())
         # A dead pid, but claimed after the server started: its own worker's, not an orphan.
-        gone = subprocess.Popen([sys.executable, "-c", "pass"])
-        gone.wait(30)
-        later = left_running(gone.pid, timezone.now() + timedelta(minutes=10))
+        later = left_running(dead_pid(), timezone.now() + timedelta(minutes=10))
         start_server(workers=1)
         wait_until(
             lambda: Task.objects.get(pk=reused.pk).status == TaskStatus.FAILED, 30, "the orphan"
@@ -763,9 +768,7 @@ def database_not_up_yet(tmp_path):
 
 
 def test_a_server_started_before_its_database_waits_for_it(start_server, database_not_up_yet):
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait(30)
-    orphan = left_running(gone.pid, timezone.now() - timedelta(minutes=1))
+    orphan = left_running(dead_pid(), timezone.now() - timedelta(minutes=1))
     env, bring_up = database_not_up_yet
     server = start_server(workers=1, env=env)
     wait_until(lambda: "cannot write the losses of workers gone before" in server.log(), 30)

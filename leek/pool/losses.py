@@ -89,8 +89,11 @@ class Settler:
 
     def retry_if_due(self, now: float) -> None:
         """Write again what the database refused, once its interval has passed."""
-        if not self.waiting or now < self.retry_at:
-            return
+        if self.waiting and now >= self.retry_at:
+            self.retry()
+
+    def retry(self) -> None:
+        """Write again what the database refused."""
         close_old_connections()  # a broken connection is replaced, not used again
         waiting, self.waiting = self.waiting, []
         for what, write in waiting:
@@ -104,7 +107,8 @@ class Settler:
         For a server that stops: the rows stay RUNNING under dead workers' pids, which the
         next start's recover_orphans settles.
         """
-        self.retry_if_due(self.retry_at)
+        if self.waiting:
+            self.retry()
         for what, _ in self.waiting:
             logger.error(
                 "stopping without writing %s (the database does not answer); the next start "
