@@ -78,9 +78,10 @@ def _statements(connection: Any, raw: bool) -> dict[str, Any]:
     meta = Task._meta
     q = connection.ops.quote_name
     table = q(meta.db_table)
-    # Plain values only: the column defaults that are callables (now()) are all given.
+    # The column defaults that are callables (now()) are all given; the others are adapted
+    # as the ORM would save them (the empty history as JSON).
     fixed = {
-        f.column: getattr(f.get_default(), "value", f.get_default())
+        f.column: f.get_db_prep_save(f.get_default(), connection)
         for f in meta.concrete_fields
         if not f.primary_key and f.column not in OFFLOAD_COLUMNS
     }
@@ -102,7 +103,8 @@ def _statements(connection: Any, raw: bool) -> dict[str, Any]:
         "claim": claim + (f" RETURNING {claimed}" if returning else ""),
         "claimed": f"SELECT {claimed} FROM {table} WHERE id = %s",
         "succeed": (
-            f"UPDATE {table} SET status = %s, finished_at = %s, result = %s "
+            f"UPDATE {table} SET status = %s, finished_at = %s, result = %s, "
+            f"{q('exception_class_path')} = '', {q('traceback')} = '' "
             "WHERE id = %s AND status = %s AND worker_pid = %s"
         ),
         # SQLite: take the write lock at once, not on the first UPDATE (which could then

@@ -10,6 +10,7 @@ from a worker already declared lost changes nothing. The three that every task g
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,6 +37,47 @@ class TaskStatus(models.TextChoices):
 
 # Seconds unclaim waits for a row lock before it gives up (and is tried again later).
 UNCLAIM_LOCK_TIMEOUT = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One run of a task: when, on which worker, and how it ended ("" when it succeeded)."""
+
+    started_at: datetime | None
+    finished_at: datetime | None
+    # "host:pid" of the worker process.
+    worker: str
+    exception_class_path: str = ""
+    traceback: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the attempt as a `Task.history` entry."""
+        return {
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+            "worker": self.worker,
+            "exception_class_path": self.exception_class_path,
+            "traceback": self.traceback,
+        }
+
+    @classmethod
+    def from_json(cls, entry: dict[str, Any]) -> Attempt:
+        """Read a `Task.history` entry."""
+        return cls(
+            started_at=_datetime(entry.get("started_at")),
+            finished_at=_datetime(entry.get("finished_at")),
+            worker=entry.get("worker", ""),
+            exception_class_path=entry.get("exception_class_path", ""),
+            traceback=entry.get("traceback", ""),
+        )
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _datetime(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
 
 
 class TaskQuerySet(models.QuerySet):
@@ -90,16 +132,52 @@ class TaskQuerySet(models.QuerySet):
     def retry(
         self, task_id: int, pid: int, delay: float, exception_class_path: str, traceback: str
     ) -> bool:
-        """Make a task the worker `pid` held READY again after `delay` s, keeping the error."""
-        running = self.filter(id=task_id, status=TaskStatus.RUNNING, worker_pid=pid)
-        return bool(
-            running.update(
-                status=TaskStatus.READY,
-                run_after=timezone.now() + timedelta(seconds=delay),
-                exception_class_path=exception_class_path,
-                traceback=traceback,
-            )
+        """Make a task the worker `pid` held READY again after `delay` s, keeping the error.
+
+        The attempt that ended goes into `history`; the row's error fields keep its error
+        until the next attempt ends.
+        """
+        now = timezone.now()
+        return self._end_attempt(
+            task_id,
+            pid,
+            now,
+            exception_class_path,
+            traceback,
+            status=TaskStatus.READY,
+            run_after=now + timedelta(seconds=delay),
+            exception_class_path=exception_class_path,
+            traceback=traceback,
         )
+
+    def _end_attempt(
+        self,
+        task_id: int,
+        pid: int,
+        now: datetime,
+        class_path: str,
+        text: str,
+        **values: Any,
+    ) -> bool:
+        """Move the attempt the worker `pid` runs into `history` and write `values`.
+
+        Read, then one conditional UPDATE: only the holder of a RUNNING row (the worker, or
+        the supervisor settling it) writes it, and of two such writes the second finds the
+        row moved on and changes nothing.
+        """
+        running = self.filter(id=task_id, status=TaskStatus.RUNNING, worker_pid=pid)
+        found = running.values_list("history", "started_at", "worker_host").first()
+        if found is None:
+            return False
+        history, started_at, host = found
+        attempt = Attempt(
+            started_at=started_at,
+            finished_at=now,
+            worker=f"{host}:{pid}",
+            exception_class_path=class_path,
+            traceback=text,
+        )
+        return bool(running.update(history=[*history, attempt.to_json()], **values))
 
     def lose(
         self, task_id: int, pid: int, reason: str, path: str = "leek.exceptions.WorkerLost"
@@ -110,8 +188,15 @@ class TaskQuerySet(models.QuerySet):
         """
         text = f"{path}: {reason}"
         mine = self.filter(id=task_id, status=TaskStatus.RUNNING, worker_pid=pid)
-        if mine.filter(attempts__lte=F("lost_retries")).update(
-            status=TaskStatus.READY, exception_class_path=path, traceback=text
+        if mine.filter(attempts__lte=F("lost_retries")).exists() and self._end_attempt(
+            task_id,
+            pid,
+            timezone.now(),
+            path,
+            text,
+            status=TaskStatus.READY,
+            exception_class_path=path,
+            traceback=text,
         ):
             return TaskStatus.READY
         if self.fail(task_id, pid, path, text):
@@ -173,6 +258,8 @@ class Task(models.Model):
     result = models.BinaryField(null=True, blank=True, help_text="The pickled return value.")
     exception_class_path = models.CharField(max_length=255, blank=True)
     traceback = models.TextField(blank=True)
+    # The attempts before the current one that ended, oldest first (Attempt.to_json()).
+    history = models.JSONField(default=list, blank=True)
 
     objects = TaskQuerySet.as_manager()
 
@@ -206,6 +293,22 @@ class Task(models.Model):
     def return_value(self) -> Any:
         """Return what the task returned (None until it is SUCCESSFUL)."""
         return serialize.loads_value(self.result)
+
+    @property
+    def attempt_list(self) -> list[Attempt]:
+        """Return every attempt that started, oldest first, the current one last."""
+        done = [Attempt.from_json(entry) for entry in self.history]
+        if self.started_at is None:
+            return done
+        failed = self.status == TaskStatus.FAILED
+        current = Attempt(
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            worker=f"{self.worker_host}:{self.worker_pid}",
+            exception_class_path=self.exception_class_path if failed else "",
+            traceback=self.traceback if failed else "",
+        )
+        return [*done, current]
 
     @property
     def exception_message(self) -> str:

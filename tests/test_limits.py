@@ -82,6 +82,14 @@ def test_a_raising_task_is_retried_with_backoff(start_server):
     assert handle.return_value == 3
     assert handle.task.attempts == 3
     assert Row.objects.filter(n=9).count() == 3
+    # Each attempt that raised is kept; the last one succeeded and has no error.
+    attempts = handle.task.attempt_list
+    assert [a.exception_class_path for a in attempts] == ["builtins.RuntimeError"] * 2 + [""]
+    assert "call 1 fails" in attempts[0].traceback
+    assert "call 2 fails" in attempts[1].traceback
+    assert all(a.started_at <= a.finished_at for a in attempts)
+    assert attempts[0].finished_at <= attempts[1].started_at
+    assert handle.task.traceback == ""
 
 
 def test_retries_run_out(start_server):
@@ -91,6 +99,8 @@ def test_retries_run_out(start_server):
     assert handle.status == TaskStatus.FAILED
     assert handle.task.attempts == 2
     assert "RuntimeError: always" in handle.error
+    attempts = handle.task.attempt_list
+    assert [a.exception_class_path for a in attempts] == ["builtins.RuntimeError"] * 2
 
 
 def test_a_lost_task_runs_again_only_lost_retries_times(start_server):
@@ -100,5 +110,8 @@ def test_a_lost_task_runs_again_only_lost_retries_times(start_server):
     assert handle.status == TaskStatus.FAILED
     assert handle.task.attempts == 2
     assert "exited with code 7" in handle.error
+    first, second = handle.task.attempt_list
+    assert "exited with code 7" in first.traceback
+    assert first.worker != second.worker
     assert server.stats()["restarts"]["crash"] == 2
     assert Task.objects.filter(status=TaskStatus.RUNNING).count() == 0
