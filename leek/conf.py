@@ -53,6 +53,8 @@ class Settings:
     task_timeout: float = 0
     # Seconds running tasks get to finish on SIGTERM / SIGINT.
     shutdown_timeout: float = 30.0
+    # Modules a worker imports at boot besides each installed app's `tasks` module.
+    task_modules: tuple[str, ...] = ()
 
     @property
     def bind_address(self) -> tuple[str, int]:
@@ -85,6 +87,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "max_tasks_per_worker": (int,),
     "task_timeout": (int, float),
     "shutdown_timeout": (int, float),
+    "task_modules": (list, tuple),
 }
 
 
@@ -122,8 +125,9 @@ def from_mapping(raw: Mapping[str, Any]) -> Settings:
     for key, value in raw.items():
         _check_type(key, value)
     values = dict(raw)
-    if "pools" in values:
-        values["pools"] = tuple(values["pools"])
+    for key in ("pools", "task_modules"):
+        if key in values:
+            values[key] = tuple(values[key])
     settings = Settings(**values)
     _check_values(settings)
     return settings
@@ -153,6 +157,15 @@ def _check_values(settings: Settings) -> None:
             raise ImproperlyConfigured(f"LEEK[{key!r}] must be 0 (off) or more.")
     if settings.shutdown_timeout < 0:
         raise ImproperlyConfigured("LEEK['shutdown_timeout'] must be 0 or more seconds.")
+    _check_names(settings)
+
+
+def _check_names(settings: Settings) -> None:
+    for name in settings.task_modules:
+        if not isinstance(name, str) or not all(p.isidentifier() for p in name.split(".")):
+            raise ImproperlyConfigured(
+                f"LEEK['task_modules'] holds {name!r}; give dotted module names like 'myapp.jobs'."
+            )
     for pool in settings.pools:
         if not isinstance(pool, str) or not pool or any(c.isspace() for c in pool):
             raise ImproperlyConfigured(

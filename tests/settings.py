@@ -19,6 +19,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "leek",
     "tests",
+    # Apps a test makes on disk (a task module to break and mend across reloads).
+    *filter(None, os.environ.get("LEEK_TEST_EXTRA_APPS", "").split(",")),
 ]
 ROOT_URLCONF = "tests.urls"
 MIDDLEWARE = [
@@ -73,4 +75,5 @@ LEEK = {
     "host": "127.0.0.1",
     "port": int(os.environ.get("LEEK_TEST_PORT", "1")),
     "sweep_interval": float(os.environ.get("LEEK_TEST_SWEEP_INTERVAL", "0.5")),
+    "task_modules": list(filter(None, os.environ.get("LEEK_TEST_TASK_MODULES", "").split(","))),
 }

@@ -80,6 +80,9 @@ def test_unknown_key_is_named():
         ("pools", "default"),
         ("pools", ["has space"]),
         ("pools", [""]),
+        ("task_modules", "myapp.jobs"),
+        ("task_modules", ["my app.jobs"]),
+        ("task_modules", [3]),
         ("secret", None),
     ],
 )

@@ -552,6 +552,108 @@ def test_old_workers_serve_while_a_new_generation_fails_to_boot(start_server, tm
     )
 
 
+def test_a_worker_killed_while_booting_is_replaced_without_counting_as_a_boot_failure(
+    start_server, settings
+):
+    # Issue 13: only a worker that fails by itself counts towards giving up; six outside
+    # kills of booting workers (five failures would stop the server) change nothing.
+    server = start_server(
+        workers=1,
+        env={"DJANGO_SETTINGS_MODULE": "tests.sup_slow_settings", "LEEK_SUP_BOOT_DELAY": "3"},
+        expect_start=False,
+    )
+    server._wait_started()
+    settings.LEEK = {**settings.LEEK, "port": server.port}
+    killed = set()
+
+    def starting():
+        return [
+            w["pid"]
+            for w in server.stats()["workers"]
+            if w["state"] == "starting" and w["pid"] not in killed
+        ]
+
+    for _ in range(6):
+        (pid,) = wait_until(starting, 30, "a booting worker")
+        kill(server, pid)
+        killed.add(pid)
+        wait_dead(pid)
+    handle = finished(tasks.return_pid.offload(), 90)
+    assert handle.status == TaskStatus.SUCCESSFUL
+    assert handle.return_value not in killed
+    log = server.log()
+    assert "while booting" not in log
+    assert "keep failing to boot" not in log
+    assert server.stats()["restarts"]["crash"] == 6
+    assert server.proc.poll() is None
+
+
+def write_app(directory, name, body):
+    """Write an app package `name` with `body` as its tasks module; return its tasks path."""
+    package = directory / name
+    package.mkdir(exist_ok=True)
+    (package / "__init__.py").write_text("")
+    shutil.rmtree(package / "__pycache__", ignore_errors=True)
+    path = package / "tasks.py"
+    path.write_text(body)
+    return path
+
+
+def versioned_tasks(version):
+    return (
+        "from leek import Leek\n\nleek = Leek()\n\n\n"
+        f"@leek.task\ndef version():\n    return {version}\n"
+    )
+
+
+def test_a_reload_with_a_syntax_error_in_tasks_py_keeps_the_old_workers_serving(
+    start_server, tmp_path, monkeypatch
+):
+    # Issue 13: workers import every app's tasks module at boot, so broken task code fails
+    # the new generation's boot instead of every task it would have run.
+    name = f"sup_app_{uuid.uuid4().hex[:8]}"
+    write_app(tmp_path, name, versioned_tasks(1))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module(f"{name}.tasks")
+    env = {"PYTHONPATH": f"{tmp_path}:{ROOT}", "LEEK_TEST_EXTRA_APPS": name}
+    server = start_server(workers=2, env=env)
+    assert finished(module.version.offload()).return_value == 1
+    old_pids = {w["pid"] for w in booted(server)}
+    write_app(tmp_path, name, versioned_tasks(2) + "def broken(:\n")
+    server.signal(signal.SIGHUP)
+    wait_until(lambda: "while booting" in server.log(), 60, "a failed boot")
+    assert "SyntaxError" in server.log()
+    during = [module.version.offload(), tasks.add.offload(1, 2)]
+    wait_until(lambda: "the new workers cannot boot" in server.log(), 90, "the reload to give up")
+    during += [module.version.offload(), tasks.add.offload(3, 4)]
+    for handle in during:
+        assert finished(handle).status == TaskStatus.SUCCESSFUL, handle.traceback
+        assert handle.task.worker_pid in old_pids
+    assert [h.return_value for h in during] == [1, 3, 1, 7]
+    # The fix, and a reload: it is loaded.
+    write_app(tmp_path, name, versioned_tasks(3))
+    server.signal(signal.SIGHUP)
+    new = wait_generation(server, 2, 2)
+    assert not {w["pid"] for w in new} & old_pids
+    assert finished(module.version.offload()).return_value == 3
+    assert not Task.objects.filter(status=TaskStatus.FAILED).exists()
+
+
+def test_a_task_module_named_in_the_settings_that_cannot_import_stops_the_server(
+    start_server, tmp_path
+):
+    write_app(tmp_path, "sup_named", "import a_module_that_is_not_there\n")
+    env = {
+        "PYTHONPATH": f"{tmp_path}:{ROOT}",
+        "LEEK_TEST_TASK_MODULES": "sup_named.tasks",
+    }
+    server = start_server(workers=1, env=env, point_client=False, expect_start=False)
+    assert server.wait_exit(90) != 0
+    log = server.log()
+    assert "No module named 'a_module_that_is_not_there'" in log
+    assert "keep failing to boot" in log
+
+
 # -- SIGTERM / SIGINT: shutdown -------------------------------------------------------------
 
 
@@ -589,8 +691,8 @@ def test_a_second_sigint_stops_at_once(start_server):
     wait_until(lambda: "SIGINT: finishing running tasks" in server.log(), 30, "the first SIGINT")
     assert handle.refresh().status == TaskStatus.RUNNING
     server.signal(signal.SIGINT)
-    # Supervisor.run() returns 0 after a drain, however it ended.
-    assert server.wait_exit(30) == 0, server.log()
+    # As shells report a process that SIGINT stopped: 128 + 2.
+    assert server.wait_exit(30) == 130, server.log()
     assert "second SIGINT: stopping at once" in server.log()
     handle.refresh()
     assert handle.status == TaskStatus.FAILED
@@ -619,17 +721,18 @@ def test_ctrl_c_to_the_whole_group_leaves_shutdown_to_the_supervisor(start_serve
 # -- a server that died ---------------------------------------------------------------------
 
 
-def test_a_task_left_running_by_a_killed_server_is_failed_at_the_next_start(start_server):
+def test_a_killed_server_takes_its_workers_and_their_children_with_it(start_server):
     first = start_server(workers=1)
-    handle = tasks.sleep_seconds.offload(30)
+    handle = tasks.sleep_with_child.offload(120)
     pid = running_worker(first, handle)["pid"]
-    first.worker_pids()
+    child = wait_until(lambda: Row.objects.filter(pid=pid).first(), 30, "the task's child").n
+    first.known_pids.update({pid, child})
     os.kill(first.pid, signal.SIGKILL)
     assert first.wait_exit(30) == -signal.SIGKILL
-    assert alive(pid), "the orphaned worker should still be running its task"
-    kill(first, pid)
-    # Gone and reaped: the pid names no process at all.
-    wait_until(lambda: not psutil.pid_exists(pid), 30, f"process {pid} to be reaped")
+    # Issue 13: the orphaned worker noticed at once and took its task's child with it.
+    wait_dead(pid, 10)
+    wait_dead(child, 10)
+    assert f"server {first.pid} is gone; killed 1 child process(es)" in first.log()
     assert holds_for(lambda: handle.refresh().status == TaskStatus.RUNNING, 1.0)
     start_server(workers=1)
     finished(handle, 30)
@@ -639,6 +742,15 @@ def test_a_task_left_running_by_a_killed_server_is_failed_at_the_next_start(star
     assert "found at the next start" in handle.error
     after = finished(tasks.return_pid.offload())
     assert after.status == TaskStatus.SUCCESSFUL
+
+
+def test_an_idle_worker_of_a_killed_server_exits_too(start_server):
+    first = start_server(workers=2)
+    pids = [w["pid"] for w in booted(first)]
+    os.kill(first.pid, signal.SIGKILL)
+    assert first.wait_exit(30) == -signal.SIGKILL
+    for pid in pids:
+        wait_dead(pid, 10)
 
 
 def dead_pid():

@@ -9,6 +9,7 @@ generation still serves (new code loaded by SIGHUP that cannot boot): that one s
 from __future__ import annotations
 
 import logging
+import signal
 import time
 
 logger = logging.getLogger("leek.pool")
@@ -16,6 +17,27 @@ logger = logging.getLogger("leek.pool")
 # Boot failures in a row before the server gives up, and the first backoff delay.
 MAX_BOOT_FAILURES = 5
 BOOT_BACKOFF = 0.5
+
+
+# Signals a process gets from its own code (a broken C extension), not from outside.
+_CRASH_SIGNALS = frozenset(
+    (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT, signal.SIGSYS)
+)
+
+
+def is_boot_failure(exitcode: int | None) -> bool:
+    """Tell whether a worker that died before Booted failed by itself.
+
+    It did when it exited with an error code (leek.pool.worker.WORKER_BOOT_ERROR, or a
+    failure of multiprocessing's own start-up) or crashed on a signal of its own making. A
+    worker killed from outside while it booted (kill -9, the OOM killer) did not: it is
+    replaced like any crashed worker, without counting towards giving up (issue 13).
+    """
+    if exitcode is None:
+        return False
+    if exitcode < 0:
+        return -exitcode in _CRASH_SIGNALS
+    return exitcode > 0
 
 
 class PoolFailed(RuntimeError):

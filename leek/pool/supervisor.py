@@ -30,7 +30,7 @@ import psutil
 from django.utils import timezone
 
 from leek.pool import losses, messages, worker
-from leek.pool.boot import BootGuard, PoolFailed
+from leek.pool.boot import BootGuard, PoolFailed, is_boot_failure
 from leek.pool.dispatch import Backlog, Dispatcher
 from leek.pool.handles import WorkerHandle, WorkerState
 from leek.pool.limits import Limits, kill_tree, tree_rss
@@ -40,6 +40,8 @@ logger = logging.getLogger("leek.pool")
 
 # Longest sleep of the loop; psutil limits and the sweep are checked at least this often.
 TICK = 1.0
+# Exit code after a second SIGINT, as shells report a process that SIGINT stopped (128 + 2).
+EXIT_INTERRUPTED = 130
 
 
 class Listener(Protocol):
@@ -122,7 +124,7 @@ class Supervisor:
         finally:
             self.signals.restore()
             self.selector.close()
-        return 0
+        return EXIT_INTERRUPTED if self.stop_at_once else 0
 
     def recover(self) -> None:
         """Settle the tasks that workers of an earlier server left RUNNING on this host."""
@@ -300,7 +302,7 @@ class Supervisor:
                 f"the unclaim of tasks {ids} of worker {pid}",
                 lambda: losses.unclaim(ids, pid, self.host),
             )
-        if handle.state is WorkerState.STARTING:
+        if handle.state is WorkerState.STARTING and is_boot_failure(handle.process.exitcode):
             self._boot_failed(handle, how)
         elif handle.kill_kind:
             self.restarts[handle.kill_kind] += 1

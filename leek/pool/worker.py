@@ -5,8 +5,12 @@ and the task code afresh and shares no connection or socket with anyone. It igno
 SIGHUP and SIGTERM (a Ctrl-C reaches the whole process group; shutdown is the supervisor's
 call) and exits when told to retire or when its pipe to the supervisor closes.
 
-Only the standard library is imported here: this module is loaded before django.setup();
-the loop itself is leek.pool.loop.
+At boot it imports every installed app's `tasks` module and the modules named in
+LEEK["task_modules"], so that task code that does not import fails the boot (and a reload
+with broken code keeps the old generation serving) instead of failing every task.
+
+Only the standard library and leek.pool.watchdog are imported here: this module is loaded
+before django.setup(); the loop itself is leek.pool.loop.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import signal
 import sys
 import traceback
 from multiprocessing.connection import Connection
+
+from leek.pool import watchdog
 
 # Exit code of a worker that could not boot (django.setup() or an import failed).
 WORKER_BOOT_ERROR = 3
@@ -32,11 +38,15 @@ def main(conn: Connection, max_memory: int = 0) -> None:
     # A TERM to the whole group (systemd, docker, timeout) must not cut tasks short either:
     # the supervisor drains, and kills what outlives its grace period.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    watchdog.start()
     try:
         import django
 
         django.setup()
+        from leek import discovery
         from leek.pool import loop, messages  # import errors are boot errors
+
+        discovery.import_task_modules()
     except Exception:  # noqa: BLE001 - process boundary: report and exit with a named code
         sys.stderr.write(f"leek worker {os.getpid()} cannot boot:\n{traceback.format_exc()}")
         sys.stderr.flush()
