@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterable
 
 from leek import conf, wire
+from leek.exceptions import WireError
 
 logger = logging.getLogger("leek.client")
 
@@ -83,8 +84,11 @@ class Notifier:
         )
         sock.settimeout(settings.send_timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if settings.secret:
-            sock.sendall(wire.format_auth(settings.secret))
+        try:
+            handshake(sock, settings.secret)
+        except OSError:
+            sock.close()
+            raise
         return sock
 
     @staticmethod
@@ -108,20 +112,40 @@ class Notifier:
             self._sock = None
 
 
-def request(host: str, port: int, line: bytes, timeout: float = 2.0) -> bytes:
+def handshake(sock: socket.socket, secret: str) -> None:
+    """Answer the server's challenge when there is a secret (raise OSError if it fails).
+
+    The secret itself never goes on the wire: only its HMAC of the server's fresh nonce.
+    """
+    if not secret:
+        return
+    try:
+        nonce = wire.parse_hello(read_line(sock))
+    except WireError as exc:
+        raise ConnectionError(f"{exc}; does the server have LEEK['secret'] set?") from exc
+    sock.sendall(wire.format_auth(secret, nonce))
+
+
+def read_line(sock: socket.socket) -> bytes:
+    """Read one reply line (b"" when the server closed without one)."""
+    reply = b""
+    while not reply.endswith(b"\n") and len(reply) <= wire.MAX_LINE:
+        chunk = sock.recv(wire.MAX_LINE)
+        if not chunk:
+            break
+        reply += chunk
+    return reply
+
+
+def request(host: str, port: int, line: bytes, timeout: float = 2.0, secret: str = "") -> bytes:
     """Send one line (`wire.PING`, `wire.STATS`) on a new connection; return the reply line.
 
     For health checks and status tools; b"" when the server closed without a reply.
     """
     with socket.create_connection((host, port), timeout=timeout) as sock:
+        handshake(sock, secret)
         sock.sendall(line)
-        reply = b""
-        while not reply.endswith(b"\n"):
-            chunk = sock.recv(wire.MAX_LINE)
-            if not chunk:
-                break
-            reply += chunk
-    return reply
+        return read_line(sock)
 
 
 def _describe(ids: list[int]) -> str:

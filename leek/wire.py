@@ -3,18 +3,25 @@
 Used by the client (web process) to format and by the listener (server process) to parse.
 One message a line, UTF-8, ending in b"\\n", at most MAX_LINE bytes:
 
-    auth <secret>                       first line, when the server has a secret; no reply
+    hello <nonce>                       server's first line, when it has a secret
+    auth <proof>                        client's answer: HMAC-SHA256(secret, nonce); no reply
     task <pool> <priority> <id> ...     these tasks were committed; no reply
     ping                                -> pong
     stats                               -> stats <JSON object>
     (anything wrong)                    -> error <reason>   (then, for auth, a close)
 
-Only ids and control words travel; never a pickle.
+Only ids and control words travel; never a pickle, and never the secret: a server with a
+secret opens each connection with a fresh random nonce, and the client proves it knows the
+secret by the nonce's HMAC. A proof is good for its own connection only, so one recorded
+on the network cannot be replayed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -28,9 +35,9 @@ IDS_PER_LINE = 2000
 
 @dataclass(frozen=True, slots=True)
 class Auth:
-    """The client presents the shared secret."""
+    """The client proves it knows the shared secret (`proof(secret, nonce)`)."""
 
-    secret: str
+    proof: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,9 +104,37 @@ def format_notify(pool: str, priority: int, ids: Iterable[int]) -> Iterator[byte
         yield f"task {pool} {priority:d} {chunk}\n".encode()
 
 
-def format_auth(secret: str) -> bytes:
-    """Return the line that presents the shared secret."""
-    return f"auth {secret}\n".encode()
+def new_nonce() -> str:
+    """Return a fresh random challenge for one connection."""
+    return secrets.token_hex(16)
+
+
+def format_hello(nonce: str) -> bytes:
+    """Return the server's first line on a connection, carrying its challenge."""
+    return f"hello {nonce}\n".encode()
+
+
+def parse_hello(line: bytes) -> str:
+    """Return the nonce of the server's first line, or raise `WireError`."""
+    word, _, nonce = line.strip().partition(b" ")
+    if word != b"hello" or not nonce:
+        raise WireError(f"expected the server's hello, got {line[:60]!r}")
+    return nonce.decode("ascii", "replace")
+
+
+def proof(secret: str, nonce: str) -> str:
+    """Return the answer to `nonce` that only a holder of `secret` can give."""
+    return hmac.new(secret.encode(), b"leek auth " + nonce.encode(), hashlib.sha256).hexdigest()
+
+
+def check_proof(secret: str, nonce: str, given: str) -> bool:
+    """Tell whether `given` answers `nonce` for `secret` (in constant time)."""
+    return hmac.compare_digest(given.encode(), proof(secret, nonce).encode())
+
+
+def format_auth(secret: str, nonce: str) -> bytes:
+    """Return the line that answers the server's challenge `nonce`."""
+    return f"auth {proof(secret, nonce)}\n".encode()
 
 
 PING = b"ping\n"

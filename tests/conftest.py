@@ -107,6 +107,9 @@ class LeekServer:
     def __init__(self, args, env_extra=None, expect_start=True):
         self.log_path = _TMP / f"server-{uuid.uuid4().hex[:8]}.log"
         self.port = None
+        # Where and how this test process asks the server for `ping` and `stats`.
+        self.host = "127.0.0.1"
+        self.secret = ""
         env = {**os.environ, "PYTHONPATH": str(ROOT), **(env_extra or {})}
         self.args = [sys.executable, "-m", "django", "leek", *args]
         with open(self.log_path, "wb") as log:
@@ -143,7 +146,7 @@ class LeekServer:
         """Send one line and return the reply line."""
         from leek import client
 
-        return client.request("127.0.0.1", self.port, line, timeout)
+        return client.request(self.host, self.port, line, timeout, self.secret)
 
     def stats(self):
         from leek import wire

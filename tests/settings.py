@@ -75,5 +75,6 @@ LEEK = {
     "host": "127.0.0.1",
     "port": int(os.environ.get("LEEK_TEST_PORT", "1")),
     "sweep_interval": float(os.environ.get("LEEK_TEST_SWEEP_INTERVAL", "0.5")),
+    "secret": os.environ.get("LEEK_TEST_SECRET", ""),
     "task_modules": list(filter(None, os.environ.get("LEEK_TEST_TASK_MODULES", "").split(","))),
 }

@@ -334,9 +334,15 @@ def test_listener_stats_reply_and_a_failing_stats_reader(make_listener):
         assert read_line(sock) == wire.PONG
 
 
+def hello(sock):
+    """Read the server's challenge."""
+    return wire.parse_hello(read_line(sock))
+
+
 def test_listener_with_a_secret_refuses_a_task_without_auth(make_listener):
     listener, notified = make_listener(secret="s3cret")
     with connect(listener.address[1]) as sock:
+        hello(sock)
         sock.sendall(b"task default 0 1\n")
         said = read_to_end(sock)
     assert said.startswith(b"error ")
@@ -347,7 +353,8 @@ def test_listener_with_a_secret_refuses_a_task_without_auth(make_listener):
 def test_listener_with_a_secret_takes_tasks_after_auth(make_listener):
     listener, notified = make_listener(secret="s3cret")
     with connect(listener.address[1]) as sock:
-        sock.sendall(wire.format_auth("s3cret") + b"task default 2 11 12\n" + wire.PING)
+        nonce = hello(sock)
+        sock.sendall(wire.format_auth("s3cret", nonce) + b"task default 2 11 12\n" + wire.PING)
         assert read_line(sock) == wire.PONG
     assert notified.get(timeout=TIMEOUT) == ("default", 2, (11, 12))
 
@@ -355,16 +362,48 @@ def test_listener_with_a_secret_takes_tasks_after_auth(make_listener):
 def test_listener_with_a_secret_refuses_a_wrong_one(make_listener):
     listener, notified = make_listener(secret="s3cret")
     with connect(listener.address[1]) as sock:
-        sock.sendall(wire.format_auth("wrong") + b"task default 0 1\n")
+        nonce = hello(sock)
+        sock.sendall(wire.format_auth("wrong", nonce) + b"task default 0 1\n")
         said = read_to_end(sock)
     assert said.startswith(b"error ")
     assert b"secret" in said
     assert said.count(b"\n") == 1  # the task line after the bad auth was not read
     assert notified.empty()
+    assert listener.counters["bad_auths"] == 1
     # The listener itself is fine.
     with connect(listener.address[1]) as sock:
-        sock.sendall(wire.format_auth("s3cret") + wire.PING)
+        sock.sendall(wire.format_auth("s3cret", hello(sock)) + wire.PING)
         assert read_line(sock) == wire.PONG
+
+
+def test_listener_refuses_a_replayed_proof_and_a_second_try(make_listener):
+    listener, notified = make_listener(secret="s3cret")
+    with connect(listener.address[1]) as sock:
+        recorded = wire.format_auth("s3cret", hello(sock))
+        sock.sendall(recorded + wire.PING)
+        assert read_line(sock) == wire.PONG
+    with connect(listener.address[1]) as sock:
+        hello(sock)
+        sock.sendall(recorded + b"task default 0 1\n")
+        assert read_to_end(sock).startswith(b"error bad secret")
+    # A wrong answer is not followed by a second chance on the same challenge.
+    with connect(listener.address[1]) as sock:
+        nonce = hello(sock)
+        sock.sendall(wire.format_auth("wrong", nonce) + wire.format_auth("s3cret", nonce))
+        assert read_to_end(sock).count(b"\n") == 1
+    assert notified.empty()
+    assert listener.counters["bad_auths"] == 2
+
+
+def test_the_client_refuses_a_server_that_sends_no_challenge(make_listener, leek_settings):
+    listener, notified = make_listener()  # no secret: it sends no hello
+    leek_settings(host="127.0.0.1", port=listener.address[1], secret="s3cret", send_timeout=0.3)
+    notifier = client.Notifier()
+    try:
+        assert not notifier.notify("default", 1, [21])
+    finally:
+        notifier._close()
+    assert notified.empty()
 
 
 def test_the_client_presents_the_secret(make_listener, leek_settings):

@@ -26,8 +26,8 @@ def test_parse_task_line_with_its_newline_and_a_priority():
 
 
 def test_parse_auth():
-    assert wire.parse(b"auth s3cret") == wire.Auth("s3cret")
-    assert wire.parse(b"auth s3cret\n") == wire.Auth("s3cret")
+    assert wire.parse(b"auth 0a1b") == wire.Auth("0a1b")
+    assert wire.parse(b"auth 0a1b\n") == wire.Auth("0a1b")
 
 
 def test_parse_ping_and_stats():
@@ -140,10 +140,26 @@ def test_format_notify_accepts_a_generator():
     assert [wire.parse(line) for line in lines] == [wire.Notify("default", 1, (1, 2, 3))]
 
 
-def test_format_auth_round_trips():
-    line = wire.format_auth("s3cret")
+def test_format_auth_answers_the_challenge_without_the_secret():
+    nonce = wire.new_nonce()
+    line = wire.format_auth("s3cret", nonce)
     assert line.endswith(b"\n")
-    assert wire.parse(line) == wire.Auth("s3cret")
+    assert b"s3cret" not in line
+    message = wire.parse(line)
+    assert wire.check_proof("s3cret", nonce, message.proof)
+    assert not wire.check_proof("wrong", nonce, message.proof)
+    # A proof answers its own nonce only: replayed on another connection it fails.
+    assert not wire.check_proof("s3cret", wire.new_nonce(), message.proof)
+
+
+def test_nonces_are_fresh_and_hello_round_trips():
+    nonces = {wire.new_nonce() for _ in range(100)}
+    assert len(nonces) == 100
+    nonce = nonces.pop()
+    assert wire.parse_hello(wire.format_hello(nonce)) == nonce
+    for line in (b"", b"pong\n", b"hello\n", b"error bad\n"):
+        with pytest.raises(WireError):
+            wire.parse_hello(line)
 
 
 # --- stats and errors -----------------------------------------------------------------------

@@ -12,7 +12,6 @@ connection makes room. Nothing a client sends can raise out of `serve()`.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import selectors
 import socket
@@ -35,12 +34,14 @@ StatsCallback = Callable[[], dict[str, Any]]
 class _Client:
     """One client connection and what it has sent that is not a whole line yet."""
 
-    __slots__ = ("sock", "buffer", "authed", "last_seen")
+    __slots__ = ("sock", "buffer", "authed", "nonce", "last_seen")
 
-    def __init__(self, sock: socket.socket, authed: bool) -> None:
+    def __init__(self, sock: socket.socket, nonce: str) -> None:
         self.sock = sock
         self.buffer = bytearray()
-        self.authed = authed
+        # The challenge it must answer; "" when the server has no secret, or once answered.
+        self.nonce = nonce
+        self.authed = not nonce
         self.last_seen = time.monotonic()
 
 
@@ -57,7 +58,7 @@ class Listener:
         self.on_notify = on_notify
         self.stats = stats
         self.secret = secret
-        self.counters = {"connections": 0, "notifications": 0, "bad_lines": 0}
+        self.counters = {"connections": 0, "notifications": 0, "bad_lines": 0, "bad_auths": 0}
         self._server = socket.create_server(address, reuse_port=False, backlog=512)
         self._server.setblocking(False)
         self._selector = selectors.DefaultSelector()
@@ -94,10 +95,12 @@ class Listener:
         if len(self._clients) >= MAX_CONNECTIONS:
             self._drop(min(self._clients.values(), key=lambda c: c.last_seen))
         sock.setblocking(False)
-        client = _Client(sock, authed=not self.secret)
+        client = _Client(sock, wire.new_nonce() if self.secret else "")
         self._clients[sock.fileno()] = client
         self._selector.register(sock, selectors.EVENT_READ, client)
         self.counters["connections"] += 1
+        if client.nonce and not self._reply(client, wire.format_hello(client.nonce)):
+            self._drop(client)
 
     def _read(self, client: _Client) -> None:
         try:
@@ -131,12 +134,15 @@ class Listener:
             self.counters["bad_lines"] += 1
             return self._reply(client, wire.format_error(str(exc)))
         if isinstance(message, wire.Auth):
-            client.authed = hmac.compare_digest(message.secret.encode(), self.secret.encode())
+            # One answer per challenge: a second try on this connection is refused too.
+            nonce, client.nonce = client.nonce, ""
+            client.authed = bool(nonce) and wire.check_proof(self.secret, nonce, message.proof)
             if not client.authed:
+                self.counters["bad_auths"] += 1
                 self._reply(client, wire.format_error("bad secret"))
             return client.authed
         if not client.authed:
-            self._reply(client, wire.format_error("this server wants 'auth <secret>' first"))
+            self._reply(client, wire.format_error("this server wants 'auth <proof>' first"))
             return False
         if isinstance(message, wire.Notify):
             self.counters["notifications"] += 1
