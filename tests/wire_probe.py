@@ -3,7 +3,7 @@
     python -m tests.wire_probe HOST PORT SECRET TASK_ID
 
 Tries the server's challenge as an attacker and as a client would, and prints what happened
-as one JSON object. Needs only leek.wire (no Django).
+as one JSON object. Needs leek.wire and leek.client, not Django's settings.
 """
 
 import json
@@ -11,6 +11,7 @@ import socket
 import sys
 
 from leek import wire
+from leek.client import read_line
 
 
 def read_to_end(sock):
@@ -20,16 +21,6 @@ def read_to_end(sock):
             data += chunk
     except ConnectionResetError:
         pass
-    return data
-
-
-def read_line(sock):
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        data += chunk
     return data
 
 
