@@ -238,8 +238,12 @@ def sent_ahead_behind_a_long_task(server, count):
     Short tasks first make the supervisor send ids ahead. Return the worker (as in stats),
     the long task and the others.
     """
-    for _ in range(20):
-        finished(tasks.add.offload(1, 2))
+
+    def warmed():  # short tasks until the supervisor sends ids ahead (a loaded machine
+        finished(tasks.add.offload(1, 2))  # may need more than a few)
+        return server.stats()["prefetch"] >= 2
+
+    wait_until(warmed, 120, "the supervisor to send ids ahead of short tasks")
     blocker = tasks.sleep_seconds.offload(60)
     worker = running_worker(server, blocker)
     followers = [tasks.return_pid.offload() for _ in range(count)]
