@@ -239,8 +239,9 @@ def sent_ahead_behind_a_long_task(server, count):
     the long task and the others.
     """
 
-    def warmed():  # short tasks until the supervisor sends ids ahead (a loaded machine
-        finished(tasks.add.offload(1, 2))  # may need more than a few)
+    # As many short tasks as it takes (on a loaded machine, more than a few).
+    def warmed():
+        finished(tasks.add.offload(1, 2))
         return server.stats()["prefetch"] >= 2
 
     wait_until(warmed, 120, "the supervisor to send ids ahead of short tasks")
