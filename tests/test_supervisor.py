@@ -28,6 +28,7 @@ from django.utils import timezone
 from leek.models import Task, TaskStatus
 from tests import tasks
 from tests.conftest import DB_NAME, KIND, ROOT, holds_for, requires_postgres, wait_until
+from tests.forwarder import Forwarder
 from tests.models import Row
 
 LOST = "leek.exceptions.WorkerLost"
@@ -801,67 +802,6 @@ def test_a_pid_a_newer_process_took_does_not_hide_a_task_left_running(start_serv
     finally:
         sleeper.kill()
         sleeper.wait(10)
-
-
-class Forwarder:
-    """Loopback TCP to PostgreSQL from a socket of its own, in threads of this process.
-
-    Until `start()`, its port is bound but not listening: connections to it are refused.
-    """
-
-    def __init__(self):
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.target = (
-            os.environ.get("LEEK_TEST_PGHOST", "127.0.0.1"),
-            int(os.environ.get("LEEK_TEST_PGPORT", "5432")),
-        )
-        # What a server sent through it needs to reach PostgreSQL.
-        self.env = {"LEEK_TEST_PGHOST": "127.0.0.1", "LEEK_TEST_PGPORT": str(self.port)}
-        self.sockets = []
-        self.lock = threading.Lock()
-        self.closed = False
-
-    def start(self):
-        self.listener.listen()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self.listener.accept()
-                upstream = socket.create_connection(self.target, timeout=10)
-                upstream.settimeout(None)
-            except OSError:
-                if self.closed:
-                    return
-                continue
-            with self.lock:
-                if self.closed:
-                    client.close()
-                    upstream.close()
-                    return
-                self.sockets += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
-
-    @staticmethod
-    def _pipe(source, sink):
-        with contextlib.suppress(OSError):
-            while data := source.recv(65536):
-                sink.sendall(data)
-        with contextlib.suppress(OSError):
-            sink.shutdown(socket.SHUT_WR)
-
-    def close(self):
-        with self.lock:
-            self.closed = True
-            # shutdown() wakes the accept() blocked in the thread; close() alone would not.
-            for sock in [self.listener, *self.sockets]:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-                sock.close()
 
 
 @pytest.fixture

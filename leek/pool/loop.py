@@ -13,6 +13,7 @@ import logging
 import os
 import select
 import socket
+import time
 from collections import deque
 from multiprocessing.connection import Connection
 
@@ -25,6 +26,10 @@ from leek.pool import messages
 from leek.runner import Outcome
 
 logger = logging.getLogger("leek.worker")
+
+# Seconds before a refused outcome is written again, doubled each time up to the maximum.
+RECORD_BACKOFF = 0.05
+RECORD_BACKOFF_MAX = 1.0
 
 
 class Worker:
@@ -80,36 +85,30 @@ class Worker:
         """Record `done` and claim the next pending task, in one transaction; return it.
 
         Between two tasks the worker does what Django's request cycle does: it resets the
-        query log and closes connections that are broken or past CONN_MAX_AGE.
+        query log and closes connections that are broken or past CONN_MAX_AGE. An outcome
+        the database refuses is written again, on a new connection, until it is taken: the
+        task ran, and its claim still stands (issue 13).
         """
-        tried: list[int] = []
-        task = None
-        try:
-            reset_queries()
-            close_old_connections()
-            with hotpath.transaction(self.alias, raw=True) as writer:
-                if done is not None:
-                    runner.record(writer, done, self.pid)
-                for task_id in self.pending if may_claim else ():
-                    tried.append(task_id)
-                    task = writer.claim(task_id, self.pid, self.host)
-                    if task is not None:
-                        break
-        except DatabaseError as exc:
-            held = () if done is None else (done.task_id,)
-            if done is not None:
-                logger.exception(
-                    "worker %s: database error recording task %s %s",
+        tries = 0
+        while True:
+            try:
+                task, tried = self.record_and_claim(done, may_claim)
+            except DatabaseError as exc:
+                if done is None:
+                    self.claim_failed(exc)
+                    return None
+                tries += 1
+                self.record_failed(done, exc, tries)
+                continue
+            if tries:
+                logger.info(
+                    "worker %s: recorded task %s %s after %s tries",
                     self.pid,
                     done.task_id,
                     done.callable_path,
+                    tries + 1,
                 )
-            else:
-                ids = ", ".join(str(i) for i in list(self.pending)[:5])
-                logger.exception("worker %s: database error claiming task %s", self.pid, ids)
-            self.send(messages.Skipped((*held, *self.pending), f"{type(exc).__name__}: {exc}"))
-            self.pending.clear()
-            return None
+            break
         for _ in tried:
             self.pending.popleft()
         said: list[messages.WorkerMessage] = []
@@ -123,6 +122,59 @@ class Worker:
             said.append(messages.Started(task.task_id, task.callable_path, task.timeout))
         self.send(*said)
         return task
+
+    def record_and_claim(
+        self, done: Outcome | None, may_claim: bool
+    ) -> tuple[Claimed | None, list[int]]:
+        """Run the transaction; return the task claimed and the ids it tried to claim."""
+        tried: list[int] = []
+        task = None
+        reset_queries()
+        close_old_connections()
+        with hotpath.transaction(self.alias, raw=True) as writer:
+            if done is not None and not runner.record(writer, done, self.pid):
+                self.discarded(done)
+            for task_id in self.pending if may_claim else ():
+                tried.append(task_id)
+                task = writer.claim(task_id, self.pid, self.host)
+                if task is not None:
+                    break
+        return task, tried
+
+    def claim_failed(self, exc: DatabaseError) -> None:
+        """Give back the ids sent ahead: the database failed their claim."""
+        ids = ", ".join(str(i) for i in list(self.pending)[:5])
+        logger.exception("worker %s: database error claiming task %s", self.pid, ids)
+        self.send(messages.Skipped(tuple(self.pending), f"{type(exc).__name__}: {exc}"))
+        self.pending.clear()
+
+    def record_failed(self, done: Outcome, exc: DatabaseError, tries: int) -> None:
+        """Wait before writing `done` again: a growing pause, at most RECORD_BACKOFF_MAX."""
+        delay = min(RECORD_BACKOFF * 2 ** (tries - 1), RECORD_BACKOFF_MAX)
+        log = logger.error if tries == 1 else logger.debug
+        log(
+            "worker %s: database error recording task %s %s (%s: %s); trying again every "
+            "%g s at most",
+            self.pid,
+            done.task_id,
+            done.callable_path,
+            type(exc).__name__,
+            exc,
+            RECORD_BACKOFF_MAX,
+        )
+        time.sleep(delay)
+
+    def discarded(self, done: Outcome) -> None:
+        """Say that the row of a task this worker ran had moved on: its outcome is dropped."""
+        logger.warning(
+            "worker %s: the outcome of task %s %s (%s) was discarded: the row is no longer "
+            "RUNNING under this worker's claim (settled by a server that took the worker "
+            "for lost)",
+            self.pid,
+            done.task_id,
+            done.callable_path,
+            done.status,
+        )
 
     def send(self, *said: messages.WorkerMessage) -> None:
         """Tell the supervisor, in one write; if it is gone, the loop ends at its next read."""

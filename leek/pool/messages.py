@@ -43,7 +43,7 @@ class Skipped:
     """The worker is done with these ids and ran none of them since its last message.
 
     Either they were not there to claim (taken, or no longer due), or `error` says how the
-    database failed the worker; then the first of them may be the task it was running.
+    database failed their claim.
     """
 
     task_ids: tuple[int, ...]

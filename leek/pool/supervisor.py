@@ -259,12 +259,6 @@ class Supervisor:
             self.backlog.release(handle.done())
             self.check_after_task(handle)
         elif isinstance(message, messages.Skipped):
-            if message.error and handle.task_id in message.task_ids:
-                self._lose(
-                    handle,
-                    f"worker {handle.pid} lost its database connection while running task "
-                    f"{handle.task_id} {handle.callable_path} ({message.error})",
-                )
             handle.skipped(message.task_ids)
             for task_id in message.task_ids:
                 self.backlog.release(task_id)
@@ -312,11 +306,9 @@ class Supervisor:
         else:
             logger.debug("worker %s %s after retiring", handle.pid, how)
 
-    def _lose(self, handle: WorkerHandle, reason: str = "") -> None:
-        """Record the task a worker held as lost (reason: why, when not its death)."""
+    def _lose(self, handle: WorkerHandle) -> None:
+        """Record the task a dead worker held as lost."""
         path, described = losses.describe_loss(handle)
-        if reason:
-            path, described = losses.WORKER_LOST, reason
         task_id, pid = handle.task_id, handle.pid
         logger.error("task %s: %s", task_id, described)
 

@@ -1,0 +1,59 @@
+"""Faults underneath: the database going away mid-run (issue 13).
+
+A real server and its workers reach PostgreSQL through a forwarder of this test's own
+(tests.forwarder), which drops every connection and refuses new ones for a while, as a
+restarting database does, without touching the database other tests use.
+"""
+
+import time
+
+from django.db import transaction
+
+from leek.models import Task, TaskStatus
+from tests import tasks
+from tests.conftest import requires_postgres, wait_until
+from tests.forwarder import Forwarder
+from tests.models import Row
+
+LOST = "leek.exceptions.WorkerLost"
+
+
+@requires_postgres
+def test_a_database_restart_mid_run_loses_nothing_and_runs_nothing_twice(start_server):
+    forwarder = Forwarder()
+    forwarder.start()
+    try:
+        server = start_server(workers=2, env=forwarder.env)
+        count = 2000
+        with transaction.atomic():
+            handles = tasks.write_row.offload_many((i,) for i in range(count))
+        ids = [h.id for h in handles]
+        wait_until(lambda: Row.objects.count() >= 200, 120, "the run to be under way")
+        forwarder.cut(2.5)
+        time.sleep(2.5)
+        before = Row.objects.count()
+        wait_until(lambda: Row.objects.count() > before, 60, "the pool to serve again")
+        unfinished = Task.objects.filter(id__in=ids, status__in=("READY", "RUNNING"))
+        wait_until(lambda: not unfinished.exists(), 300, "every task", 0.2)
+        rows = Task.objects.filter(id__in=ids)
+        failed = rows.filter(status=TaskStatus.FAILED)
+        # A task whose finished outcome met the dead connection is written once it is back;
+        # only one whose own body met it has failed, with the database's error.
+        assert not failed.filter(exception_class_path=LOST).exists(), list(
+            failed.values_list("id", "traceback")[:5]
+        )
+        assert set(failed.values_list("exception_class_path", flat=True)) <= {
+            "django.db.utils.OperationalError",
+            "django.db.utils.InterfaceError",
+        }
+        ns = list(Row.objects.values_list("n", flat=True))
+        assert len(ns) == len(set(ns)), "a task ran twice"
+        by_id = dict(zip(ids, range(count), strict=True))
+        successful = {
+            by_id[i] for i in rows.filter(status="SUCCESSFUL").values_list("id", flat=True)
+        }
+        assert successful <= set(ns)
+        assert len(successful) + failed.count() == count
+        assert server.proc.poll() is None
+    finally:
+        forwarder.close()
