@@ -35,7 +35,7 @@ from django.db import connections
 from django.db import transaction as django_transaction
 from django.utils import timezone
 
-from leek.models import Task, TaskStatus
+from leek.models import Claim, Task, TaskStatus
 
 # Columns an offload sets; every other column takes its model default.
 OFFLOAD_COLUMNS = (
@@ -105,7 +105,8 @@ def _statements(connection: Any, raw: bool) -> dict[str, Any]:
         "succeed": (
             f"UPDATE {table} SET status = %s, finished_at = %s, result = %s, "
             f"{q('exception_class_path')} = '', {q('traceback')} = '' "
-            "WHERE id = %s AND status = %s AND worker_pid = %s"
+            "WHERE id = %s AND status = %s AND worker_pid = %s AND worker_host = %s "
+            "AND attempts = %s"
         ),
         # SQLite: take the write lock at once, not on the first UPDATE (which could then
         # fail with "database is locked" instead of waiting its turn).
@@ -226,11 +227,12 @@ class Writer:
         path, payload, timeout, attempts, retries, backoff = found
         return Claimed(task_id, path, bytes(payload), timeout, attempts, retries, backoff)
 
-    def succeed(self, task_id: int, pid: int, result: bytes) -> bool:
-        """Record that the worker `pid` ran the task to the end and what it returned."""
+    def succeed(self, task_id: int, claim: Claim, result: bytes) -> bool:
+        """Record that the task ran to the end under `claim`, and what it returned."""
         now = self._adapt(timezone.now())
         done, running = TaskStatus.SUCCESSFUL.value, TaskStatus.RUNNING.value
-        self._cursor.execute(self._sql["succeed"], (done, now, result, task_id, running, pid))
+        mine = (task_id, running, claim.pid, claim.host, claim.attempt)
+        self._cursor.execute(self._sql["succeed"], (done, now, result, *mine))
         return bool(self._cursor.rowcount)
 
 

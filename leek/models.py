@@ -80,6 +80,29 @@ def _datetime(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
 
 
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Whose a RUNNING row is: a worker `pid` on `host`, at attempt `attempt`.
+
+    Every write that ends an attempt names the claim it ends, and changes nothing when the
+    row has moved on. The attempt is the fencing token: a worker on a server that was cut
+    off, whose task another server settled and a worker on another host (which may have the
+    same pid) claimed again, cannot overwrite that new attempt with its late outcome
+    (issue 13). An attempt of 0 matches any (a claim read back from the row itself).
+    """
+
+    pid: int
+    host: str
+    attempt: int = 0
+
+    def of(self, rows: models.QuerySet, task_id: int) -> models.QuerySet:
+        """Return the row `task_id` among `rows` if it is still RUNNING under this claim."""
+        mine = rows.filter(
+            id=task_id, status=TaskStatus.RUNNING, worker_pid=self.pid, worker_host=self.host
+        )
+        return mine.filter(attempts=self.attempt) if self.attempt else mine
+
+
 class TaskQuerySet(models.QuerySet):
     """Transitions of task rows, each one conditional UPDATE."""
 
@@ -119,20 +142,20 @@ class TaskQuerySet(models.QuerySet):
                     found.append(task_id)
         return found
 
-    def fail(self, task_id: int, pid: int, exception_class_path: str, traceback: str) -> bool:
-        """Record that the task failed while the worker `pid` held it."""
+    def fail(self, task_id: int, claim: Claim, exception_class_path: str, traceback: str) -> bool:
+        """Record that the task failed under `claim`."""
         return self._finish(
             task_id,
-            pid,
+            claim,
             status=TaskStatus.FAILED,
             exception_class_path=exception_class_path,
             traceback=traceback,
         )
 
     def retry(
-        self, task_id: int, pid: int, delay: float, exception_class_path: str, traceback: str
+        self, task_id: int, claim: Claim, delay: float, exception_class_path: str, traceback: str
     ) -> bool:
-        """Make a task the worker `pid` held READY again after `delay` s, keeping the error.
+        """Make a task that raised under `claim` READY again after `delay` s, keeping the error.
 
         The attempt that ended goes into `history`; the row's error fields keep its error
         until the next attempt ends.
@@ -140,7 +163,7 @@ class TaskQuerySet(models.QuerySet):
         now = timezone.now()
         return self._end_attempt(
             task_id,
-            pid,
+            claim,
             now,
             exception_class_path,
             traceback,
@@ -153,44 +176,44 @@ class TaskQuerySet(models.QuerySet):
     def _end_attempt(
         self,
         task_id: int,
-        pid: int,
+        claim: Claim,
         now: datetime,
         class_path: str,
         text: str,
         **values: Any,
     ) -> bool:
-        """Move the attempt the worker `pid` runs into `history` and write `values`.
+        """Move the attempt `claim` runs into `history` and write `values`.
 
         Read, then one conditional UPDATE: only the holder of a RUNNING row (the worker, or
         the supervisor settling it) writes it, and of two such writes the second finds the
         row moved on and changes nothing.
         """
-        running = self.filter(id=task_id, status=TaskStatus.RUNNING, worker_pid=pid)
-        found = running.values_list("history", "started_at", "worker_host").first()
+        running = claim.of(self, task_id)
+        found = running.values_list("history", "started_at").first()
         if found is None:
             return False
-        history, started_at, host = found
+        history, started_at = found
         attempt = Attempt(
             started_at=started_at,
             finished_at=now,
-            worker=f"{host}:{pid}",
+            worker=f"{claim.host}:{claim.pid}",
             exception_class_path=class_path,
             traceback=text,
         )
         return bool(running.update(history=[*history, attempt.to_json()], **values))
 
     def lose(
-        self, task_id: int, pid: int, reason: str, path: str = "leek.exceptions.WorkerLost"
+        self, task_id: int, claim: Claim, reason: str, path: str = "leek.exceptions.WorkerLost"
     ) -> str:
-        """Settle a task whose worker `pid` died: READY again if its lost_retries allow.
+        """Settle a task whose worker died under `claim`: READY again if lost_retries allow.
 
-        Return the new status, or "" when the task was not that worker's any more.
+        Return the new status, or "" when the task was not under that claim any more.
         """
         text = f"{path}: {reason}"
-        mine = self.filter(id=task_id, status=TaskStatus.RUNNING, worker_pid=pid)
+        mine = claim.of(self, task_id)
         if mine.filter(attempts__lte=F("lost_retries")).exists() and self._end_attempt(
             task_id,
-            pid,
+            claim,
             timezone.now(),
             path,
             text,
@@ -199,13 +222,12 @@ class TaskQuerySet(models.QuerySet):
             traceback=text,
         ):
             return TaskStatus.READY
-        if self.fail(task_id, pid, path, text):
+        if self.fail(task_id, claim, path, text):
             return TaskStatus.FAILED
         return ""
 
-    def _finish(self, task_id: int, pid: int, **values: Any) -> bool:
-        running = self.filter(id=task_id, status=TaskStatus.RUNNING, worker_pid=pid)
-        return bool(running.update(finished_at=timezone.now(), **values))
+    def _finish(self, task_id: int, claim: Claim, **values: Any) -> bool:
+        return bool(claim.of(self, task_id).update(finished_at=timezone.now(), **values))
 
     def running_on(self, host: str) -> models.QuerySet:
         """Return the tasks that workers on `host` hold."""

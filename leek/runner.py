@@ -18,7 +18,7 @@ from django.db import router
 from leek import hotpath, serialize
 from leek.exceptions import CallableNotFound, UnpicklableError
 from leek.hotpath import Claimed, Writer
-from leek.models import Task, TaskStatus
+from leek.models import Claim, Task, TaskStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +38,8 @@ class Outcome:
     delay: float = 0.0
     # One line for the log: the error, and for a retry which one it is.
     error: str = ""
+    # Which attempt ran: the fencing token of its claim (leek.models.Claim).
+    attempt: int = 0
 
 
 def database() -> str:
@@ -80,10 +82,16 @@ def execute(task: Claimed) -> Outcome:
                 text=text,
                 delay=delay,
                 error=note,
+                attempt=task.attempts,
             )
         return _failed(task, started, _class_path(exc), text)
     return Outcome(
-        task.task_id, path, TaskStatus.SUCCESSFUL, time.monotonic() - started, result=result
+        task.task_id,
+        path,
+        TaskStatus.SUCCESSFUL,
+        time.monotonic() - started,
+        result=result,
+        attempt=task.attempts,
     )
 
 
@@ -96,17 +104,22 @@ def _failed(task: Claimed, started: float, class_path: str, text: str) -> Outcom
         class_path=class_path,
         text=text,
         error=_last_line(text) or class_path,
+        attempt=task.attempts,
     )
 
 
-def record(writer: Writer, outcome: Outcome, pid: int) -> bool:
-    """Write the outcome of a task the worker `pid` holds; False if it was not its any more."""
+def record(writer: Writer, outcome: Outcome, pid: int, host: str) -> bool:
+    """Write the outcome of a task the worker `pid` on `host` ran; False if the row moved on.
+
+    The row must still be RUNNING under the same claim: that worker, that attempt.
+    """
+    claim = Claim(pid, host, outcome.attempt)
     if outcome.status == TaskStatus.SUCCESSFUL:
-        return writer.succeed(outcome.task_id, pid, outcome.result)
+        return writer.succeed(outcome.task_id, claim, outcome.result)
     rows = Task.objects.using(writer.alias)
     if outcome.status == TaskStatus.READY:
-        return rows.retry(outcome.task_id, pid, outcome.delay, outcome.class_path, outcome.text)
-    return rows.fail(outcome.task_id, pid, outcome.class_path, outcome.text)
+        return rows.retry(outcome.task_id, claim, outcome.delay, outcome.class_path, outcome.text)
+    return rows.fail(outcome.task_id, claim, outcome.class_path, outcome.text)
 
 
 def run(task_id: int, pid: int, host: str) -> Outcome | None:
@@ -118,5 +131,5 @@ def run(task_id: int, pid: int, host: str) -> Outcome | None:
         return None
     outcome = execute(task)
     with hotpath.transaction(alias) as writer:
-        record(writer, outcome, pid)
+        record(writer, outcome, pid, host)
     return outcome

@@ -57,3 +57,22 @@ def test_a_database_restart_mid_run_loses_nothing_and_runs_nothing_twice(start_s
         assert server.proc.poll() is None
     finally:
         forwarder.close()
+
+
+def test_a_late_outcome_of_a_task_settled_elsewhere_is_discarded_and_said(start_server):
+    # Issue 13, fencing. While the worker runs attempt 1, the row is settled and claimed
+    # again, as another server would after this one's lease ran out, by a worker of another
+    # host with the same pid (containers of one image number their processes alike).
+    server = start_server(workers=1)
+    handle = tasks.sleep_seconds.offload(3)
+    wait_until(lambda: handle.refresh().status == TaskStatus.RUNNING, 30, "the task to run")
+    pid = handle.task.worker_pid
+    Task.objects.filter(pk=handle.id).update(worker_host="another-host", attempts=2)
+    wait_until(lambda: "was discarded" in server.log(), 30, "the late outcome to be dropped")
+    row = handle.refresh().task
+    assert (row.status, row.worker_host, row.worker_pid) == ("RUNNING", "another-host", pid)
+    assert row.finished_at is None
+    assert f"worker {pid}: the outcome of task {handle.id} tests.tasks.sleep_seconds" in (
+        server.log()
+    )
+    assert tasks.add.offload(1, 1).wait(60).return_value == 2

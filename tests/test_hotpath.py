@@ -7,6 +7,7 @@ import pytest
 from django.db import connection, transaction
 
 from leek import client, hotpath
+from leek.models import Claim, Task, TaskStatus
 from leek.runner import database
 from tests import tasks
 from tests.conftest import KIND
@@ -28,9 +29,32 @@ def test_a_claim_returns_what_the_worker_needs_and_only_once(notified_nowhere):
     assert (claimed.task_id, claimed.callable_path) == (task_id, "tests.tasks.add")
     assert (claimed.timeout, claimed.attempts, claimed.retries) == (7, 1, 2)
     with hotpath.transaction(database()) as writer:
-        assert not writer.succeed(task_id, 4343, b"N.")  # not that worker's
-        assert writer.succeed(task_id, 4242, b"N.")
-        assert not writer.succeed(task_id, 4242, b"N.")  # not RUNNING any more
+        assert not writer.succeed(task_id, Claim(4343, "host", 1), b"N.")  # not that worker's
+        assert not writer.succeed(task_id, Claim(4242, "other", 1), b"N.")  # nor that host's
+        assert not writer.succeed(task_id, Claim(4242, "host", 2), b"N.")  # another attempt
+        assert writer.succeed(task_id, Claim(4242, "host", 1), b"N.")
+        assert not writer.succeed(task_id, Claim(4242, "host", 1), b"N.")  # not RUNNING now
+
+
+def test_a_late_outcome_cannot_overwrite_a_later_attempt_of_the_same_pid(notified_nowhere):
+    # Issue 13, fencing: attempt 1 ran on host A under pid 4242; another server settled it
+    # (lost_retries) and a worker of host B, which has the same pid, runs attempt 2.
+    task_id = tasks.add.using(lost_retries=1).offload(1, 2).id
+    first = Claim(4242, "host-a", 1)
+    with hotpath.transaction(database()) as writer:
+        assert writer.claim(task_id, 4242, "host-a").attempts == 1
+    assert Task.objects.lose(task_id, first, "host-a stopped beating") == TaskStatus.READY
+    with hotpath.transaction(database()) as writer:
+        assert writer.claim(task_id, 4242, "host-b").attempts == 2
+    # host-a comes back with its outcomes: none of them lands.
+    with hotpath.transaction(database()) as writer:
+        assert not writer.succeed(task_id, first, b"N.")
+    assert not Task.objects.fail(task_id, first, "builtins.ValueError", "late")
+    assert not Task.objects.retry(task_id, first, 1.0, "builtins.ValueError", "late")
+    assert Task.objects.lose(task_id, first, "late") == ""
+    row = Task.objects.get(pk=task_id)
+    assert (row.status, row.worker_host, row.attempts) == ("RUNNING", "host-b", 2)
+    assert Task.objects.fail(task_id, Claim(4242, "host-b", 2), "builtins.ValueError", "x")
 
 
 @sqlite_only

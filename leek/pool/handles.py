@@ -44,6 +44,8 @@ class WorkerHandle:
     # just before it read the Retire.
     handed_on: list[int] = field(default_factory=list)
     callable_path: str = ""
+    # Which attempt of its task it runs (leek.models.Claim).
+    attempt: int = 0
     task_started_at: float = 0.0
     tasks_done: int = 0
     last_rss: int = 0
@@ -60,13 +62,15 @@ class WorkerHandle:
         with contextlib.suppress(OSError):
             self.conn.send(message)
 
-    def started(self, task_id: int, callable_path: str, timeout: float | None) -> None:
-        """Take in that it claimed `task_id` and runs it."""
+    def started(
+        self, task_id: int, callable_path: str, timeout: float | None, attempt: int = 0
+    ) -> None:
+        """Take in that it claimed `task_id` (its attempt `attempt`) and runs it."""
         with contextlib.suppress(ValueError):  # not if it went back to the backlog
             self.queued.remove(task_id)
         with contextlib.suppress(ValueError):  # claimed just before it read Retire
             self.handed_on.remove(task_id)
-        self.task_id, self.callable_path = task_id, callable_path
+        self.task_id, self.callable_path, self.attempt = task_id, callable_path, attempt
         self.task_started_at = time.monotonic()
         self.timeout = timeout
 

@@ -119,7 +119,9 @@ class Worker:
         if skipped:
             said.append(messages.Skipped(skipped))
         if task is not None:
-            said.append(messages.Started(task.task_id, task.callable_path, task.timeout))
+            said.append(
+                messages.Started(task.task_id, task.callable_path, task.timeout, task.attempts)
+            )
         self.send(*said)
         return task
 
@@ -132,7 +134,7 @@ class Worker:
         reset_queries()
         close_old_connections()
         with hotpath.transaction(self.alias, raw=True) as writer:
-            if done is not None and not runner.record(writer, done, self.pid):
+            if done is not None and not runner.record(writer, done, self.pid, self.host):
                 self.discarded(done)
             for task_id in self.pending if may_claim else ():
                 tried.append(task_id)

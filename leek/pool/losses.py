@@ -15,7 +15,7 @@ from datetime import datetime
 import psutil
 from django.db import InterfaceError, OperationalError, close_old_connections
 
-from leek.models import Task, TaskStatus
+from leek.models import Claim, Task, TaskStatus
 from leek.pool.handles import WorkerHandle
 from leek.pool.limits import MB
 
@@ -40,14 +40,14 @@ def describe_loss(handle: WorkerHandle) -> tuple[str, str]:
     )
 
 
-def record_loss(task_id: int, pid: int, path: str, reason: str) -> str:
+def record_loss(task_id: int, claim: Claim, path: str, reason: str) -> str:
     """Write the loss on the row; return its new status ("" if it was not that worker's).
 
     Database errors are the caller's (Settler.write tries again later).
     """
     if path == WORKER_LOST:
-        status = Task.objects.lose(task_id, pid, reason)
-    elif Task.objects.fail(task_id, pid, path, f"{path}: {reason}"):
+        status = Task.objects.lose(task_id, claim, reason)
+    elif Task.objects.fail(task_id, claim, path, f"{path}: {reason}"):
         status = TaskStatus.FAILED
     else:
         status = ""
@@ -151,8 +151,8 @@ def recover_orphans(host: str, before: datetime) -> int:
     """
     found = 0
     rows = Task.objects.running_on(host).filter(started_at__lt=before)
-    rows = rows.values_list("id", "worker_pid", "started_at")
-    for task_id, pid, started_at in rows:
+    rows = rows.values_list("id", "worker_pid", "started_at", "attempts")
+    for task_id, pid, started_at, attempt in rows:
         if _may_hold(pid, started_at):
             continue  # a live worker, maybe another server's on this host
         reason = (
@@ -160,6 +160,6 @@ def recover_orphans(host: str, before: datetime) -> int:
             "stopped without settling it; found at the next start)"
         )
         logger.error("task %s: %s", task_id, reason)
-        if record_loss(task_id, pid, WORKER_LOST, reason):
+        if record_loss(task_id, Claim(pid, host, attempt), WORKER_LOST, reason):
             found += 1
     return found

@@ -25,6 +25,8 @@ class Started:
     task_id: int
     callable_path: str
     timeout: float | None = None
+    # Which attempt of the task it is (the fencing token of the claim).
+    attempt: int = 0
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import psutil
 from django.utils import timezone
 
+from leek.models import Claim
 from leek.pool import losses, messages, worker
 from leek.pool.boot import BootGuard, PoolFailed, is_boot_failure
 from leek.pool.dispatch import Backlog, Dispatcher
@@ -235,7 +236,7 @@ class Supervisor:
             logger.debug("worker %s booted", handle.pid)
         elif isinstance(message, messages.Started):
             timeout = message.timeout or self.limits.task_timeout or None
-            handle.started(message.task_id, message.callable_path, timeout)
+            handle.started(message.task_id, message.callable_path, timeout, message.attempt)
             logger.debug(
                 "task %s %s started on worker %s",
                 message.task_id,
@@ -309,11 +310,11 @@ class Supervisor:
     def _lose(self, handle: WorkerHandle) -> None:
         """Record the task a dead worker held as lost."""
         path, described = losses.describe_loss(handle)
-        task_id, pid = handle.task_id, handle.pid
+        task_id, claim = handle.task_id, Claim(handle.pid, self.host, handle.attempt)
         logger.error("task %s: %s", task_id, described)
 
         def write() -> None:
-            if losses.record_loss(task_id, pid, path, described):
+            if losses.record_loss(task_id, claim, path, described):
                 self.counts["timed_out" if path == losses.TIMED_OUT else "lost"] += 1
 
         self.settler.write(f"the loss of task {task_id} {handle.callable_path}", write)
