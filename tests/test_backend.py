@@ -351,3 +351,41 @@ def test_eager_mode_runs_at_once(settings):
     assert result.status == Status.SUCCESSFUL
     assert result.return_value["attempt"] == 1
     assert result.return_value["pid"] == os.getpid()
+
+
+def test_the_admin_shows_a_json_row_as_json(settings):
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    settings.LEEK = {**settings.LEEK, "eager": True}
+    result = dt_tasks.add.enqueue("marker-left-", b="marker-right")
+    assert result.return_value == "marker-left-marker-right"
+    User.objects.filter(username="backend-admin").delete()
+    browser = Client()
+    browser.force_login(User.objects.create_superuser("backend-admin", "a@example.com", "pw"))
+    response = browser.get(f"/admin/leek/task/{result.id}/change/")
+    text = response.content.decode()
+    assert response.status_code == 200
+    assert "{&quot;args&quot;:[&quot;marker-left-&quot;],&quot;kwargs&quot;:" in text
+    assert "&quot;marker-left-marker-right&quot;" in text
+    assert Task.objects.get(pk=int(result.id)).return_value == "marker-left-marker-right"
+
+
+def test_checks_name_the_fix(settings):
+    from django.core import checks
+
+    def found(check_id):
+        return [m for m in checks.run_checks() if m.id == check_id]
+
+    assert found("leek.W002") == []
+    settings.LEEK = {**settings.LEEK, "pools": ["default"]}
+    [warning] = found("leek.W002")
+    assert "'emails'" in warning.msg
+    assert "LEEK['pools']" in warning.hint
+    backend = djtasks.Task.get_backend(dt_tasks.add)
+    assert backend.check() == [warning]
+
+    settings.INSTALLED_APPS = [a for a in settings.INSTALLED_APPS if a != "leek"]
+    [error] = found("leek.E006")
+    assert "'leek' is not in INSTALLED_APPS" in error.msg
+    assert error.hint == "Add 'leek' to INSTALLED_APPS and run manage.py migrate."
