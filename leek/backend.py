@@ -72,7 +72,8 @@ class LeekBackend(BaseTaskBackend):
             self.defaults = api.TaskOptions(**self.options)
         except (TypeError, ValueError) as exc:
             raise ImproperlyConfigured(f"TASKS[{alias!r}]['OPTIONS']: {exc}") from exc
-        # Options of each task validated so far: a Task is a frozen value.
+        # Options of each task validated so far (a Task is a frozen value), for the tasks
+        # without a run_after: those come and go, and would grow this without end.
         self._validated: dict[Task, api.TaskOptions] = {}
 
     def validate_task(self, task: Task) -> None:
@@ -81,6 +82,7 @@ class LeekBackend(BaseTaskBackend):
         self._options(task, validate=False)
 
     def _options(self, task: Task, validate: bool = True) -> api.TaskOptions:
+        """Return the leek options of `task` (checked by Django's rules first if `validate`)."""
         found = self._validated.get(task)
         if found is not None:
             return found
@@ -97,7 +99,8 @@ class LeekBackend(BaseTaskBackend):
             )
         except (TypeError, ValueError) as exc:
             raise InvalidTask(f"{task.module_path}: {exc}") from exc
-        self._validated[task] = options
+        if task.run_after is None:
+            self._validated[task] = options
         return options
 
     def enqueue(self, task: Task, args: Iterable[Any], kwargs: Mapping[str, Any]) -> TaskResult:
