@@ -99,16 +99,16 @@ def raised(task: Claimed, started: float, exc: BaseException) -> Outcome:
     return failed(task, started, class_path(exc), text)
 
 
-def failed(task: Claimed, started: float, class_path: str, text: str) -> Outcome:
-    """Return the outcome of a task that FAILED with the error `class_path`, `text`."""
+def failed(task: Claimed, started: float, error_path: str, text: str) -> Outcome:
+    """Return the outcome of a task that FAILED with the error `error_path`, `text`."""
     return Outcome(
         task.task_id,
         task.callable_path,
         TaskStatus.FAILED,
         time.monotonic() - started,
-        class_path=class_path,
+        class_path=error_path,
         text=text,
-        error=_last_line(text) or class_path,
+        error=_last_line(text) or error_path,
     )
 
 

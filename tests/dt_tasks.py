@@ -65,6 +65,12 @@ def always_fail():
     raise RuntimeError("always")
 
 
+@task(retries=1, retry_backoff=600)
+def fail_then_wait_long():
+    """Fail, and wait ten minutes before the retry: a task seen between two attempts."""
+    raise RuntimeError("first attempt")
+
+
 @task()
 def crash_with_os_exit(code=3):
     os._exit(code)

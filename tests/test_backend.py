@@ -140,6 +140,19 @@ def test_retries_leave_one_task_error_per_failed_attempt(start_server):
         failed.return_value  # noqa: B018
 
 
+def test_a_task_waiting_for_its_retry_shows_the_attempt_that_failed(start_server):
+    start_server()
+    result = dt_tasks.fail_then_wait_long.enqueue()
+    wait_until(lambda: (result.refresh(), result.errors)[1], 60, "the first attempt's error")
+    assert result.status == Status.READY
+    [error] = result.errors
+    assert error.exception_class is RuntimeError
+    assert len(result.worker_ids) == 1
+    assert result.attempts == 1
+    assert result.started_at == result.last_attempted_at
+    assert result.finished_at is None
+
+
 def test_a_raising_task_fails_with_its_error_and_the_worker_lives_on(start_server):
     server = start_server()
     result = finished(dt_tasks.raise_value_error.enqueue("nope"))
