@@ -1,4 +1,8 @@
-"""Packaging for leek: `pip install -e .` (add `[test]` for the test tools)."""
+"""Packaging for leek: `pip install -e .` (add `[test]` for the test tools).
+
+`[tasks]` brings the django-tasks backport, for leek's Django Tasks backend on Django 5.2
+(Django 6 has `django.tasks` built in).
+"""
 
 from pathlib import Path
 
@@ -17,7 +21,14 @@ setup(
     install_requires=["Django>=5.2", "psutil>=5.9"],
     extras_require={
         "postgres": ["psycopg[binary]>=3.1"],
-        "test": ["pytest>=8", "hypothesis>=6", "psycopg[binary]>=3.1", "ruff>=0.6"],
+        "tasks": ["django-tasks>=0.12"],
+        "test": [
+            "pytest>=8",
+            "hypothesis>=6",
+            "psycopg[binary]>=3.1",
+            "ruff>=0.6",
+            "django-tasks>=0.12",
+        ],
     },
     classifiers=[
         "Framework :: Django",

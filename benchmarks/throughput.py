@@ -8,7 +8,8 @@ Run from the repository root, after `pip install -e .`:
     python benchmarks/throughput.py --workers 2 --json results.json
 
 It builds a throwaway Django project in a temporary directory (a `benchapp` with a `Row` model
-and two tasks, `noop()` and `write_row(n)`), migrates it, starts `python -m django leek` as a
+and two tasks, `noop()` and `write_row(n)`, and `dt_noop()`, a django.tasks `@task` for
+leek's Django Tasks backend), migrates it, starts `python -m django leek` as a
 subprocess for each worker count, offloads tasks from this process, and verifies that every
 task ended SUCCESSFUL exactly once (and that each `write_row` wrote exactly one row). Any loss
 or double prints what went wrong and exits non-zero. Every process it starts is stopped by pid.
@@ -75,6 +76,7 @@ INSTALLED_APPS = ["leek", "benchapp"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 DATABASES = {{"default": {database}}}
 LEEK = {{"bind": "127.0.0.1:{port}", "host": "127.0.0.1", "port": {port}}}
+TASKS = {{"default": {{"BACKEND": "leek.backend.LeekBackend", "QUEUES": []}}}}
 """
 
 MODELS_PY = '''\
@@ -108,6 +110,17 @@ def noop():
 def write_row(n):
     """Write one row."""
     Row.objects.create(n=n)
+
+
+try:
+    from django.tasks import task
+except ImportError:  # Django 5.2: the django-tasks backport
+    from django_tasks import task
+
+
+@task()
+def dt_noop():
+    """Do nothing, as a django.tasks task run by leek's backend."""
 '''
 
 MIGRATION_PY = """\
@@ -489,33 +502,49 @@ def measure_batch(server: Server, task: Any, count: int, first_n: int | None) ->
     }
 
 
-def measure_offload(count: int, batch: int) -> dict:
+def measure_offload(count: int, batch: int, rounds: int = 5) -> dict:
     """Offload to the live server into a pool it does not serve: the caller's cost alone.
 
     Each call saves its row and sends its notification (which the server reads and
-    ignores); nothing else runs meanwhile. Then the same number through offload_many, in
-    batches of `batch`. The rows are deleted afterwards.
+    ignores); nothing else runs meanwhile. `.offload()` and `.enqueue()` through the Django
+    Tasks backend take turns, `rounds` times each, so that both see the same machine. Then
+    the same number through offload_many, in batches of `batch`. The rows are deleted
+    afterwards.
     """
-    from benchapp.tasks import noop
+    from benchapp.tasks import dt_noop, noop
 
     from leek.models import Task
 
     aside = noop.using(pool="bench-offload-only")
-    start = time.perf_counter()
-    for _ in range(count):
-        aside.offload()
-    single = count / (time.perf_counter() - start)
+    enqueued = dt_noop.using(queue_name="bench-offload-only")
+    offload_s = enqueue_s = 0.0
+    per_round = max(1, count // rounds)
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(per_round):
+            aside.offload()
+        offload_s += time.perf_counter() - start
+        start = time.perf_counter()
+        for _ in range(per_round):
+            enqueued.enqueue()
+        enqueue_s += time.perf_counter() - start
+    single = per_round * rounds / offload_s
+    enqueue = per_round * rounds / enqueue_s
     bulk_count = max(count, 20 * batch)
     start = time.perf_counter()
     for _ in range(bulk_count // batch):
         aside.offload_many([()] * batch)
     bulk = bulk_count / (time.perf_counter() - start)
     saved = Task.objects.filter(pool="bench-offload-only")
-    if saved.count() != count + bulk_count:
-        raise VerificationError(f"offload: {saved.count()} rows for {count + bulk_count} calls")
+    expected = 2 * per_round * rounds + bulk_count
+    if saved.count() != expected:
+        raise VerificationError(f"offload: {saved.count()} rows for {expected} calls")
     saved.delete()
     return {
         "single_per_s": round(single, 1),
+        "enqueue_per_s": round(enqueue, 1),
+        # What one .enqueue() costs the caller, in .offload()s.
+        "enqueue_cost_vs_offload": round(single / enqueue, 3),
         "bulk_per_s": round(bulk, 1),
         "bulk_batch": batch,
         "bulk_tasks": bulk_count,
@@ -575,7 +604,7 @@ def run_pool(root: Path, port: int, workers: int, sizes: Sizes, row_base: int) -
     try:
         progress(f"workers={workers}: ready ({server.banner.decode(errors='replace')})")
         idle = MemorySampler(server).sample()
-        progress(f"workers={workers}: {sizes.tasks} offloads, then offload_many")
+        progress(f"workers={workers}: {sizes.tasks} offloads and enqueues, then offload_many")
         offload = measure_offload(sizes.tasks, batch=1000)
         progress(f"workers={workers}: {sizes.tasks} noop tasks")
         noops = measure_batch(server, noop, sizes.tasks, None)
@@ -828,6 +857,8 @@ def table_rows(results: list[dict], floors: dict) -> list[tuple[str, list[str]]]
         "noop end-to-end, tasks/s": lambda r: rate(r, "noop", "end_to_end_per_s"),
         "write_row end-to-end, tasks/s": lambda r: rate(r, "write_row", "end_to_end_per_s"),
         "offload, nothing else running, /s": lambda r: rate(r, "offload", "single_per_s"),
+        "enqueue (django.tasks), same run, /s": lambda r: rate(r, "offload", "enqueue_per_s"),
+        "enqueue cost / offload cost": lambda r: f"{r['offload']['enqueue_cost_vs_offload']:.2f}",
         "offload_many (1000 a call), tasks/s": lambda r: rate(r, "offload", "bulk_per_s"),
         "offload while noop tasks run, /s": lambda r: rate(r, "noop", "offload_per_s"),
         "offload->started p50/95/99 ms": lambda r: lat(r, "to_started"),

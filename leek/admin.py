@@ -1,4 +1,8 @@
-"""The admin page of the task table: read-only, payload and result shown as text."""
+"""The admin page of the task table: read-only, payload and result shown as text.
+
+Runs in the web process. Pickles are shown through pickletools (never unpickled here);
+the JSON rows of the Django Tasks backend are shown as their JSON text.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +12,18 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from leek.models import Task
+from leek.models import Encoding, Task
 
 # Opcodes that only manage the pickle machine, not the data.
 _PLUMBING = {"PROTO", "FRAME", "MEMOIZE", "BINPUT", "LONG_BINPUT", "BINGET", "LONG_BINGET"}
 
 
-def _readable(data: bytes | memoryview | None) -> str:
+def _readable(data: bytes | memoryview | None, encoding: str = Encoding.PICKLE) -> str:
     """Show a pickle's names and values without unpickling it (that would run code here)."""
     if data is None:
         return "-"
+    if encoding == Encoding.JSON:
+        return bytes(data).decode(errors="replace")[:2000]
     try:
         parts = [
             repr(arg)
@@ -51,6 +57,7 @@ class TaskAdmin(admin.ModelAdmin):
     exclude = ("payload", "result")
     readonly_fields = (
         "callable_path",
+        "encoding",
         "call",
         "pool",
         "status",
@@ -67,15 +74,15 @@ class TaskAdmin(admin.ModelAdmin):
         "traceback",
     )
 
-    @admin.display(description="call (pickled)")
+    @admin.display(description="call")
     def call(self, task: Task) -> str:
-        """Show the pickled call's names and values."""
-        return _readable(task.payload)
+        """Show the call's names and values (a pickle's opcodes' arguments, or JSON)."""
+        return _readable(task.payload, task.encoding)
 
-    @admin.display(description="return value (pickled)")
+    @admin.display(description="return value")
     def returned(self, task: Task) -> str:
-        """Show the pickled return value's names and values."""
-        return _readable(task.result)
+        """Show the return value's names and values (a pickle's opcodes' arguments, or JSON)."""
+        return _readable(task.result, task.encoding)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         """Tasks are offloaded from code, not typed in."""

@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from leek import client, conf, hotpath, runner, serialize
 from leek.exceptions import TaskFailed, TaskNotFinished, TaskTimeout
-from leek.models import Task, TaskStatus
+from leek.models import Encoding, Task, TaskStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +184,7 @@ class ConfiguredTask:
         `send_mail.offload_many({"to": a} for a in addresses)`. The rows are saved in one
         transaction, a few hundred per INSERT, and the server is told once it commits.
         """
-        split = [_split_call(i, call) for i, call in enumerate(calls)]
+        split = [split_call(i, call) for i, call in enumerate(calls)]
         if push_task_to_queue is not _push_task_to_queue:  # patched: each call goes through it
             return [push_task_to_queue(self, *args, **kwargs) for args, kwargs in split]
         return _offload(self, split)
@@ -227,7 +227,8 @@ def _configured(a_callable: Callable[..., Any]) -> ConfiguredTask:
     return ConfiguredTask(a_callable, TaskOptions())
 
 
-def _split_call(index: int, call: Mapping[str, Any] | tuple) -> tuple[tuple, dict[str, Any]]:
+def split_call(index: int, call: Mapping[str, Any] | tuple) -> tuple[tuple, dict[str, Any]]:
+    """Return (args, kwargs) of call number `index` of an `offload_many()`."""
     if isinstance(call, Mapping):
         return (), dict(call)
     if isinstance(call, tuple):
@@ -256,32 +257,56 @@ def _offload(configured: ConfiguredTask, calls: list[tuple[tuple, dict]]) -> lis
             "move it into a module of your project."
         )
     payloads = [serialize.dumps_call(fn, args, kwargs) for args, kwargs in calls]
-    if not payloads:
-        return []
+    saved = save(options, path, payloads, Encoding.PICKLE)
+    handles = [TaskHandle(task_id, path, saved.using) for task_id in saved.ids]
+    if conf.get().eager:  # they ran already
+        for handle in handles:
+            handle.refresh()
+    return handles
+
+
+@dataclass(frozen=True, slots=True)
+class Saved:
+    """Rows `save()` inserted: their ids in order, the enqueue time, the database alias."""
+
+    ids: list[int]
+    enqueued_at: datetime
+    using: str
+
+
+def save(options: TaskOptions, path: str, payloads: list[bytes], encoding: str) -> Saved:
+    """Insert one READY row per encoded call and tell the server once the caller commits.
+
+    The one path of every task: `.offload()` and the Django Tasks backend both end here.
+    In eager mode the tasks run here and now instead.
+    """
     now = timezone.now()
+    using = router.db_for_write(Task)
+    if not payloads:
+        return Saved([], now, using)
     eager = conf.get().eager
     # Eager mode runs at once, whatever run_after says, as Celery's eager mode does.
     run_after = now if eager else options.due_at(now)
     # In the order of hotpath.OFFLOAD_COLUMNS.
     fields = (options.timeout, options.retries, options.retry_backoff, options.lost_retries)
-    rows = [(options.pool, path, p, options.priority, run_after, now, *fields) for p in payloads]
-    using = router.db_for_write(Task)
+    rows = [
+        (options.pool, path, p, options.priority, run_after, now, *fields, encoding)
+        for p in payloads
+    ]
     if len(rows) == 1:
         ids = hotpath.insert(using, rows)
     else:
         with transaction.atomic(using=using):
             ids = hotpath.insert(using, rows)
-    handles = [TaskHandle(task_id, path, using) for task_id in ids]
     if eager:
-        for handle in handles:
-            runner.run(handle.id, os.getpid(), socket.gethostname())
-            handle.refresh()
+        for task_id in ids:
+            runner.run(task_id, os.getpid(), socket.gethostname())
     elif run_after <= now:
         # A delayed task is not announced: the server's sweep wakes up when it is due.
         transaction.on_commit(
             lambda: client.notify(options.pool, options.priority, ids), using=using
         )
-    return handles
+    return Saved(ids, now, using)
 
 
 def query_task(task_id: int) -> Task:

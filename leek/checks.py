@@ -1,6 +1,8 @@
-"""Django system checks (`manage.py check`) for leek's settings and its database.
+"""Django system checks (`manage.py check`) for leek's settings, its database and its backend.
 
 Run in any process that runs Django's checks; `manage.py leek` refuses to start on an error.
+The Django Tasks backend's checks run through `LeekBackend.check()` (Django's tasks check),
+so they run even when leek is missing from INSTALLED_APPS.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from django.apps import apps
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections, router
@@ -112,3 +115,33 @@ def _file_is_wal(name: str) -> bool:
             return db_file.read(len(marker)) == marker
     except OSError:
         return False
+
+
+def check_backend(alias: str, queues: set[str]) -> list[checks.CheckMessage]:
+    """Check a TASKS entry naming leek's backend: leek installed, a server for each queue."""
+    where = f"TASKS[{alias!r}]"
+    if not apps.is_installed("leek"):
+        return [
+            checks.Error(
+                f"{where} uses leek.backend.LeekBackend, but 'leek' is not in INSTALLED_APPS: "
+                "its task table does not exist.",
+                hint="Add 'leek' to INSTALLED_APPS and run manage.py migrate.",
+                id="leek.E006",
+            )
+        ]
+    try:
+        pools = conf.get().pools
+    except ImproperlyConfigured:
+        return []  # check_settings reports it
+    missing = sorted(set(queues) - set(pools)) if pools else []
+    if not missing:
+        return []
+    return [
+        checks.Warning(
+            f"{where}['QUEUES'] names {', '.join(map(repr, missing))}, which no leek server "
+            f"runs: LEEK['pools'] is {list(pools)!r}. Tasks enqueued there wait for ever.",
+            hint=f"Add {missing[0]!r} to LEEK['pools'] (or run a server with --pool "
+            f"{missing[0]}), or take it out of QUEUES.",
+            id="leek.W002",
+        )
+    ]

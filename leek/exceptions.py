@@ -39,3 +39,7 @@ class WorkerLost(LeekError):
 
 class TaskTimedOut(LeekError):
     """The task ran past its time limit; leek killed its worker and the worker's children."""
+
+
+class NotATask(LeekError):
+    """A Django Tasks row names something that is not a django.tasks Task; it is not run."""

@@ -49,10 +49,19 @@ OFFLOAD_COLUMNS = (
     "retries",
     "retry_backoff",
     "lost_retries",
+    "encoding",
 )
 _DATETIMES = tuple(OFFLOAD_COLUMNS.index(c) for c in ("run_after", "enqueued_at"))
 # What a worker needs to run a task it claimed.
-CLAIM_COLUMNS = ("callable_path", "payload", "timeout", "attempts", "retries", "retry_backoff")
+CLAIM_COLUMNS = (
+    "callable_path",
+    "payload",
+    "timeout",
+    "attempts",
+    "retries",
+    "retry_backoff",
+    "encoding",
+)
 # Rows in one INSERT: well under SQLite's limit of 32,766 parameters.
 ROWS_PER_INSERT = 500
 
@@ -68,6 +77,8 @@ class Claimed:
     attempts: int
     retries: int
     retry_backoff: float
+    # Encoding.PICKLE (an `.offload()`) or Encoding.JSON (the Django Tasks backend).
+    encoding: str = "pickle"
 
 
 # The statements, written once per database vendor and parameter style.
@@ -224,8 +235,10 @@ class Writer:
                 found = cursor.fetchone()
         if found is None:
             return None
-        path, payload, timeout, attempts, retries, backoff = found
-        return Claimed(task_id, path, bytes(payload), timeout, attempts, retries, backoff)
+        path, payload, timeout, attempts, retries, backoff, encoding = found
+        return Claimed(
+            task_id, path, bytes(payload), timeout, attempts, retries, backoff, encoding
+        )
 
     def succeed(self, task_id: int, claim: Claim, result: bytes) -> bool:
         """Record that the task ran to the end under `claim`, and what it returned."""

@@ -35,6 +35,16 @@ class TaskStatus(models.TextChoices):
     FAILED = "FAILED"
 
 
+class Encoding(models.TextChoices):
+    """How a row's payload and result are encoded."""
+
+    # (callable, args, kwargs) pickled; `.offload()`.
+    PICKLE = "pickle"
+    # {"args": [...], "kwargs": {...}} as JSON, callable_path names a django.tasks Task;
+    # the Django Tasks backend (leek.backend).
+    JSON = "json"
+
+
 # Seconds unclaim waits for a row lock before it gives up (and is tried again later).
 UNCLAIM_LOCK_TIMEOUT = 2
 
@@ -255,7 +265,13 @@ class Task(models.Model):
 
     pool = models.CharField(max_length=100, default=DEFAULT_POOL)
     callable_path = models.CharField(max_length=255)
-    payload = models.BinaryField(help_text="The pickled (callable, args, kwargs).")
+    payload = models.BinaryField(help_text="The call: pickled, or JSON (see encoding).")
+    encoding = models.CharField(
+        max_length=8,
+        choices=Encoding.choices,
+        default=Encoding.PICKLE,
+        help_text="How payload and result are encoded.",
+    )
     priority = models.IntegerField(default=0, help_text="Higher runs first, then FIFO.")
     status = models.CharField(max_length=10, choices=TaskStatus.choices, default=TaskStatus.READY)
     run_after = models.DateTimeField(default=timezone.now, help_text="Not before this time.")
@@ -277,7 +293,9 @@ class Task(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     worker_host = models.CharField(max_length=255, blank=True)
     worker_pid = models.IntegerField(null=True, blank=True)
-    result = models.BinaryField(null=True, blank=True, help_text="The pickled return value.")
+    result = models.BinaryField(
+        null=True, blank=True, help_text="The return value, encoded as the payload is."
+    )
     exception_class_path = models.CharField(max_length=255, blank=True)
     traceback = models.TextField(blank=True)
     # The attempts before the current one that ended, oldest first (Attempt.to_json()).
@@ -314,13 +332,16 @@ class Task(models.Model):
     @property
     def return_value(self) -> Any:
         """Return what the task returned (None until it is SUCCESSFUL)."""
+        if self.encoding == Encoding.JSON:
+            return None if self.result is None else serialize.loads_json(self.result)
         return serialize.loads_value(self.result)
 
     @property
     def attempt_list(self) -> list[Attempt]:
         """Return every attempt that started, oldest first, the current one last."""
         done = [Attempt.from_json(entry) for entry in self.history]
-        if self.started_at is None:
+        # A READY row's last attempt, if any, ended and is in history already.
+        if self.started_at is None or self.status == TaskStatus.READY:
             return done
         failed = self.status == TaskStatus.FAILED
         current = Attempt(

@@ -18,7 +18,7 @@ from django.db import router
 from leek import hotpath, serialize
 from leek.exceptions import CallableNotFound, UnpicklableError
 from leek.hotpath import Claimed, Writer
-from leek.models import Claim, Task, TaskStatus
+from leek.models import Claim, Encoding, Task, TaskStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +29,7 @@ class Outcome:
     callable_path: str
     status: TaskStatus
     duration: float
-    # The pickled return value (SUCCESSFUL).
+    # The encoded return value (SUCCESSFUL).
     result: bytes = b""
     # The error's class path and traceback (FAILED, or READY for a retry).
     class_path: str = ""
@@ -47,7 +47,8 @@ def database() -> str:
     return router.db_for_write(Task)
 
 
-def _class_path(exc: BaseException) -> str:
+def class_path(exc: BaseException) -> str:
+    """Return the dotted path of the class of `exc`."""
     return f"{type(exc).__module__}.{type(exc).__qualname__}"
 
 
@@ -58,33 +59,21 @@ def _last_line(text: str) -> str:
 
 def execute(task: Claimed) -> Outcome:
     """Load and run a claimed task; return its outcome, not yet recorded."""
-    path = task.callable_path
     started = time.monotonic()
+    if task.encoding == Encoding.JSON:
+        from leek import backend_worker  # imports the Django Tasks framework
+
+        return backend_worker.execute(task, started)
+    path = task.callable_path
     try:
         fn, args, kwargs = serialize.loads_call(task.payload, path)
         value = fn(*args, **kwargs)
         result = serialize.dumps_value(value, path)
     except (CallableNotFound, UnpicklableError) as exc:
         # leek's own message says it all; the traceback would only show leek's insides.
-        text = f"{_class_path(exc)}: {exc}"
-        return _failed(task, started, _class_path(exc), text)
+        return failed(task, started, class_path(exc), f"{class_path(exc)}: {exc}")
     except Exception as exc:  # noqa: BLE001 - the task's own error is recorded, not raised
-        text = traceback.format_exc()
-        if task.attempts <= task.retries:
-            delay = task.retry_backoff * 2 ** (task.attempts - 1)
-            note = f"{_last_line(text)}; retry {task.attempts} of {task.retries} in {delay:g} s"
-            return Outcome(
-                task.task_id,
-                path,
-                TaskStatus.READY,
-                time.monotonic() - started,
-                class_path=_class_path(exc),
-                text=text,
-                delay=delay,
-                error=note,
-                attempt=task.attempts,
-            )
-        return _failed(task, started, _class_path(exc), text)
+        return raised(task, started, exc)
     return Outcome(
         task.task_id,
         path,
@@ -95,15 +84,39 @@ def execute(task: Claimed) -> Outcome:
     )
 
 
-def _failed(task: Claimed, started: float, class_path: str, text: str) -> Outcome:
+def raised(task: Claimed, started: float, exc: BaseException) -> Outcome:
+    """Return the outcome of a task that raised `exc`: a retry while it has some, else FAILED.
+
+    Called in the `except` block, whose traceback it records.
+    """
+    text = traceback.format_exc()
+    if task.attempts <= task.retries:
+        delay = task.retry_backoff * 2 ** (task.attempts - 1)
+        note = f"{_last_line(text)}; retry {task.attempts} of {task.retries} in {delay:g} s"
+        return Outcome(
+            task.task_id,
+            task.callable_path,
+            TaskStatus.READY,
+            time.monotonic() - started,
+            class_path=class_path(exc),
+            text=text,
+            delay=delay,
+            error=note,
+            attempt=task.attempts,
+        )
+    return failed(task, started, class_path(exc), text)
+
+
+def failed(task: Claimed, started: float, error_path: str, text: str) -> Outcome:
+    """Return the outcome of a task that FAILED with the error `error_path`, `text`."""
     return Outcome(
         task.task_id,
         task.callable_path,
         TaskStatus.FAILED,
         time.monotonic() - started,
-        class_path=class_path,
+        class_path=error_path,
         text=text,
-        error=_last_line(text) or class_path,
+        error=_last_line(text) or error_path,
         attempt=task.attempts,
     )
 

@@ -1,12 +1,14 @@
-"""Pickle and unpickle task calls and return values: the only module that calls pickle.loads.
+"""Encode and decode task calls and return values: the only module that calls pickle.loads.
 
 Runs in the web process (dumps, at offload time) and in the workers (loads, then dumps the
-return value). The pickled call in the database is code: only trusted writers may touch the
-task table, and the wire never carries pickles.
+return value). `.offload()` pickles; the Django Tasks backend stores JSON (`*_json`). The
+pickled call in the database is code: only trusted writers may touch the task table, and the
+wire never carries pickles.
 """
 
 from __future__ import annotations
 
+import json
 import pickle
 from collections.abc import Callable
 from typing import Any
@@ -82,3 +84,13 @@ def loads_value(data: bytes | memoryview | None) -> Any:
     if data is None:
         return None
     return pickle.loads(bytes(data))  # noqa: S301 - the task table is trusted
+
+
+def dumps_json(value: Any) -> bytes:
+    """Encode a JSON-ready value (Django's normalize_json output) as UTF-8 JSON."""
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def loads_json(data: bytes | memoryview) -> Any:
+    """Decode a value stored by `dumps_json`."""
+    return json.loads(bytes(data))

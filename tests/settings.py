@@ -4,6 +4,7 @@ LEEK_TEST_DB=sqlite (default) or postgres; LEEK_TEST_DB_NAME names the file or t
 database, made afresh by tests/conftest.py for each run, so runs can share a machine.
 """
 
+import importlib.util
 import os
 
 SECRET_KEY = "leek-tests"
@@ -78,3 +79,15 @@ LEEK = {
     "secret": os.environ.get("LEEK_TEST_SECRET", ""),
     "task_modules": list(filter(None, os.environ.get("LEEK_TEST_TASK_MODULES", "").split(","))),
 }
+
+# Django Tasks through leek. On Django 5.2 the django-tasks backport (the test extra) stands in
+# for django.tasks, and its app registers Django's tasks check.
+TASKS = {
+    "default": {
+        "BACKEND": "leek.backend.LeekBackend",
+        "QUEUES": ["default", "emails"],
+        "OPTIONS": {"lost_retries": 0},
+    }
+}
+if importlib.util.find_spec("django.tasks") is None and importlib.util.find_spec("django_tasks"):
+    INSTALLED_APPS.append("django_tasks")

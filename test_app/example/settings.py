@@ -1,5 +1,6 @@
 """Django settings of the leek example project: SQLite, the admin, and leek."""
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -65,6 +66,11 @@ DATABASES = {
 # LEEK_PORT=8012 runs the example beside another leek server.
 LEEK_PORT = int(os.environ.get("LEEK_PORT", "8002"))
 LEEK = {"bind": f"127.0.0.1:{LEEK_PORT}", "host": "127.0.0.1", "port": LEEK_PORT}
+
+# Django's Tasks framework (`@task`, `.enqueue()`) runs in leek's pool too.
+TASKS = {"default": {"BACKEND": "leek.backend.LeekBackend"}}
+if importlib.util.find_spec("django.tasks") is None and importlib.util.find_spec("django_tasks"):
+    INSTALLED_APPS.append("django_tasks")  # Django 5.2 with the backport
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

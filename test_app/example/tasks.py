@@ -1,8 +1,21 @@
-"""The example's tasks: one that succeeds, one that fails, one that takes its time."""
+"""The example's tasks: one that succeeds, one that fails, one that takes its time.
+
+And one written against Django's Tasks framework (`@task`, `.enqueue()`), which settings.TASKS
+sends to leek: on Django 6 from `django.tasks`, on 5.2 from the django-tasks backport
+(`pip install 'leek[tasks]'`). Without either, the page has no button for it.
+"""
 
 import time
 
 from leek import Leek
+
+try:
+    from django.tasks import task
+except ImportError:
+    try:
+        from django_tasks import task
+    except ImportError:
+        task = None
 
 leek = Leek()
 
@@ -24,3 +37,14 @@ def slow(seconds=5):
     """Sleep for `seconds`, to show a RUNNING task."""
     time.sleep(seconds)
     return f"slept {seconds} s"
+
+
+if task is not None:
+
+    @task(priority=10)
+    def greet(name):
+        """Return a greeting: a django.tasks task, run by leek's pool like the others."""
+        return f"hello, {name}"
+
+else:
+    greet = None

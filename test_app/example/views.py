@@ -1,4 +1,7 @@
-"""Views of the example: the task page, its JSON feed, and the buttons that offload tasks."""
+"""Views of the example: the task page, its JSON feed, and the buttons that offload tasks.
+
+The `greet` button enqueues a django.tasks task instead: the same row, the same table.
+"""
 
 from datetime import datetime
 
@@ -20,6 +23,11 @@ OFFLOADS = {
     "fail": ("fail()", lambda: tasks.fail.offload()),
     "slow": ("slow(seconds=5)", lambda: tasks.slow.offload(seconds=5)),
 }
+if tasks.greet is not None:  # Django's Tasks framework, through leek's backend
+    OFFLOADS["greet"] = (
+        "greet.enqueue(name='leek') (django.tasks)",
+        lambda: tasks.greet.enqueue(name="leek"),
+    )
 
 
 def _time(moment: datetime | None) -> str:
