@@ -17,6 +17,8 @@ setup(
     install_requires=["Django>=5.2", "psutil>=5.9"],
     extras_require={
         "postgres": ["psycopg[binary]>=3.1"],
+        # Builds against the MySQL/MariaDB client library (default-libmysqlclient-dev).
+        "mysql": ["mysqlclient>=2.2"],
         "test": ["pytest>=8", "hypothesis>=6", "psycopg[binary]>=3.1", "ruff>=0.6"],
     },
     classifiers=[
