@@ -21,6 +21,8 @@ setup(
     install_requires=["Django>=5.2", "psutil>=5.9"],
     extras_require={
         "postgres": ["psycopg[binary]>=3.1"],
+        # Builds against the MySQL/MariaDB client library (default-libmysqlclient-dev).
+        "mysql": ["mysqlclient>=2.2"],
         "tasks": ["django-tasks>=0.12"],
         "test": [
             "pytest>=8",

@@ -1,7 +1,8 @@
 """Test set-up: a database of this run's own, Django, and real leek servers to test against.
 
-LEEK_TEST_DB=sqlite (default) or postgres picks the engine. Each run makes its own SQLite file
-or PostgreSQL database (and drops it at the end), so that runs can share a machine.
+LEEK_TEST_DB=sqlite (default), postgres or mariadb picks the engine. Each run makes its own
+SQLite file or PostgreSQL or MariaDB database (and drops it at the end), so that runs can
+share a machine.
 """
 
 import contextlib
@@ -23,7 +24,7 @@ KIND = os.environ.get("LEEK_TEST_DB", "sqlite")
 _TMP = Path(tempfile.mkdtemp(prefix="leek-tests-"))
 
 os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
-if KIND == "postgres":
+if KIND in ("postgres", "mariadb"):
     os.environ["LEEK_TEST_DB_NAME"] = f"leek_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
 else:
     os.environ["LEEK_TEST_DB_NAME"] = str(_TMP / "db.sqlite3")
@@ -43,12 +44,28 @@ def _pg_admin(sql):
         conn.execute(sql)
 
 
+def _mariadb_admin(sql):
+    import MySQLdb
+
+    conn = MySQLdb.connect(
+        host=os.environ.get("LEEK_TEST_MYHOST", "127.0.0.1"),
+        port=int(os.environ.get("LEEK_TEST_MYPORT", "3306")),
+        user=os.environ.get("LEEK_TEST_MYUSER", "root"),
+    )
+    try:
+        conn.cursor().execute(sql)
+    finally:
+        conn.close()
+
+
 def pytest_configure(config):
     import django
     from django.core.management import call_command
 
     if KIND == "postgres":
         _pg_admin(f'CREATE DATABASE "{DB_NAME}"')
+    elif KIND == "mariadb":
+        _mariadb_admin(f"CREATE DATABASE `{DB_NAME}` CHARACTER SET utf8mb4")
     django.setup()
     call_command("migrate", verbosity=0)
 
@@ -59,6 +76,8 @@ def pytest_unconfigure(config):
     connections.close_all()
     if KIND == "postgres":
         _pg_admin(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+    elif KIND == "mariadb":
+        _mariadb_admin(f"DROP DATABASE IF EXISTS `{DB_NAME}`")
 
 
 def pytest_report_header(config):
@@ -66,6 +85,9 @@ def pytest_report_header(config):
 
 
 requires_postgres = pytest.mark.skipif(KIND != "postgres", reason="needs LEEK_TEST_DB=postgres")
+requires_server_db = pytest.mark.skipif(
+    KIND == "sqlite", reason="needs a database server (LEEK_TEST_DB=postgres or mariadb)"
+)
 
 
 @pytest.fixture(autouse=True)

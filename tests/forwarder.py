@@ -1,4 +1,4 @@
-"""A loopback TCP forwarder to PostgreSQL, to cut a server off its database in tests."""
+"""A loopback TCP forwarder to the test database server, to cut a server off its database."""
 
 import contextlib
 import os
@@ -6,9 +6,12 @@ import socket
 import threading
 import time
 
+# The settings variables (tests/settings.py) and the default port of each server database.
+_TARGETS = {"postgres": ("LEEK_TEST_PG", "5432"), "mariadb": ("LEEK_TEST_MY", "3306")}
+
 
 class Forwarder:
-    """Loopback TCP to PostgreSQL from a socket of its own, in threads of this process.
+    """Loopback TCP to PostgreSQL or MariaDB from a socket of its own, in threads.
 
     Until `start()`, its port is bound but not listening: connections to it are refused.
     """
@@ -19,12 +22,13 @@ class Forwarder:
         self.listener = socket.socket()
         self.listener.bind(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
+        prefix, port = _TARGETS[os.environ.get("LEEK_TEST_DB", "sqlite")]
         self.target = (
-            os.environ.get("LEEK_TEST_PGHOST", "127.0.0.1"),
-            int(os.environ.get("LEEK_TEST_PGPORT", "5432")),
+            os.environ.get(f"{prefix}HOST", "127.0.0.1"),
+            int(os.environ.get(f"{prefix}PORT", port)),
         )
-        # What a server sent through it needs to reach PostgreSQL.
-        self.env = {"LEEK_TEST_PGHOST": "127.0.0.1", "LEEK_TEST_PGPORT": str(self.port)}
+        # What a server sent through it needs to reach the database.
+        self.env = {f"{prefix}HOST": "127.0.0.1", f"{prefix}PORT": str(self.port)}
         self.sockets = []
         self.lock = threading.Lock()
         self.closed = False

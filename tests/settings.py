@@ -1,6 +1,6 @@
 """Django settings for leek's own tests; the database comes from the environment.
 
-LEEK_TEST_DB=sqlite (default) or postgres; LEEK_TEST_DB_NAME names the file or the
+LEEK_TEST_DB=sqlite (default), postgres or mariadb; LEEK_TEST_DB_NAME names the file or the
 database, made afresh by tests/conftest.py for each run, so runs can share a machine.
 """
 
@@ -56,6 +56,19 @@ if _KIND == "postgres":
             "HOST": os.environ.get("LEEK_TEST_PGHOST", "127.0.0.1"),
             "PORT": os.environ.get("LEEK_TEST_PGPORT", "5432"),
             "CONN_MAX_AGE": _CONN_MAX_AGE,
+        }
+    }
+elif _KIND == "mariadb":
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.mysql",
+            "NAME": _NAME or "leek_test",
+            "USER": os.environ.get("LEEK_TEST_MYUSER", "root"),
+            "HOST": os.environ.get("LEEK_TEST_MYHOST", "127.0.0.1"),
+            "PORT": os.environ.get("LEEK_TEST_MYPORT", "3306"),
+            "CONN_MAX_AGE": _CONN_MAX_AGE,
+            "OPTIONS": {"charset": "utf8mb4"},
+            "TEST": {"CHARSET": "utf8mb4"},
         }
     }
 else:

@@ -27,7 +27,15 @@ from django.utils import timezone
 
 from leek.models import Task, TaskStatus
 from tests import tasks
-from tests.conftest import DB_NAME, KIND, ROOT, holds_for, requires_postgres, wait_until
+from tests.conftest import (
+    DB_NAME,
+    KIND,
+    ROOT,
+    holds_for,
+    requires_postgres,
+    requires_server_db,
+    wait_until,
+)
 from tests.forwarder import Forwarder
 from tests.models import Row
 
@@ -808,10 +816,10 @@ def test_a_pid_a_newer_process_took_does_not_hide_a_task_left_running(start_serv
 def database_not_up_yet(tmp_path):
     """Yield (environment of a server whose database does not answer, a function to bring it up).
 
-    SQLite: the file's directory is a symlink made later. PostgreSQL: the server's port
-    forwards to the real one once brought up.
+    SQLite: the file's directory is a symlink made later. PostgreSQL, MariaDB: the server's
+    port forwards to the real one once brought up.
     """
-    if KIND == "postgres":
+    if KIND != "sqlite":
         forwarder = Forwarder()
         yield forwarder.env, forwarder.start
         forwarder.close()
@@ -857,7 +865,7 @@ def test_a_burst_started_before_its_database_runs_its_tasks_once_it_answers(
     assert handle.refresh().status == TaskStatus.SUCCESSFUL
 
 
-@requires_postgres
+@requires_server_db
 def test_a_loss_a_stopping_server_could_not_write_is_named_and_settled_at_the_next_start(
     start_server,
 ):
