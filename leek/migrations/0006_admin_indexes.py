@@ -1,0 +1,28 @@
+# Indexes for the filters of the task list in the admin.
+
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    dependencies = [
+        ("leek", "0003_task_history"),
+    ]
+
+    operations = [
+        migrations.AddIndex(
+            model_name="task",
+            index=models.Index(fields=["status", "id"], name="leek_task_status_idx"),
+        ),
+        migrations.AddIndex(
+            model_name="task",
+            index=models.Index(fields=["pool", "id"], name="leek_task_pool_idx"),
+        ),
+        migrations.AddIndex(
+            model_name="task",
+            index=models.Index(fields=["callable_path", "id"], name="leek_task_callable_idx"),
+        ),
+        migrations.AddIndex(
+            model_name="task",
+            index=models.Index(fields=["enqueued_at"], name="leek_task_enqueued_idx"),
+        ),
+    ]
