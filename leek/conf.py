@@ -53,6 +53,13 @@ class Settings:
     task_timeout: float = 0
     # Seconds running tasks get to finish on SIGTERM / SIGINT.
     shutdown_timeout: float = 30.0
+    # Seconds between two heartbeats of a server's row in the table.
+    heartbeat_interval: float = 5.0
+    # Seconds after its last heartbeat that a server counts as stale (gone).
+    server_lease: float = 60.0
+    # How long finished tasks are kept, by status ("7d", "12h", "15m", "30s"); the server
+    # deletes older ones. Empty: kept for ever.
+    retention: tuple[tuple[str, float], ...] = ()
 
     @property
     def bind_address(self) -> tuple[str, int]:
@@ -85,6 +92,9 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "max_tasks_per_worker": (int,),
     "task_timeout": (int, float),
     "shutdown_timeout": (int, float),
+    "heartbeat_interval": (int, float),
+    "server_lease": (int, float),
+    "retention": (dict, tuple),
 }
 
 
@@ -124,9 +134,47 @@ def from_mapping(raw: Mapping[str, Any]) -> Settings:
     values = dict(raw)
     if "pools" in values:
         values["pools"] = tuple(values["pools"])
+    if "retention" in values:
+        values["retention"] = _retention(values["retention"])
     settings = Settings(**values)
     _check_values(settings)
     return settings
+
+
+# The units a duration may be written in, in seconds.
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# The statuses whose rows may be deleted: those of finished tasks.
+FINISHED = ("SUCCESSFUL", "FAILED")
+
+
+def parse_duration(text: str) -> float:
+    """Read a duration such as "30s", "15m", "12h" or "7d" as seconds; ValueError if bad."""
+    number, unit = text.strip()[:-1], text.strip()[-1:].lower()
+    if unit not in _UNITS or not number.isdigit() or int(number) <= 0:
+        raise ValueError(
+            f"{text!r} is not a duration; write a whole number and a unit: 30s, 15m, 12h or 7d"
+        )
+    return float(int(number) * _UNITS[unit])
+
+
+def _retention(raw: Mapping[str, Any] | tuple) -> tuple[tuple[str, float], ...]:
+    """Read LEEK['retention'] ({"SUCCESSFUL": "7d", ...}) as (status, seconds) pairs."""
+    pairs = raw.items() if isinstance(raw, Mapping) else raw
+    found = []
+    for status, age in pairs:
+        if status not in FINISHED:
+            raise ImproperlyConfigured(
+                f"LEEK['retention'] names {status!r}; only finished tasks are deleted: "
+                "write SUCCESSFUL or FAILED."
+            )
+        if isinstance(age, (int, float)) and not isinstance(age, bool) and age > 0:
+            found.append((status, float(age)))
+            continue
+        try:
+            found.append((status, parse_duration(age if isinstance(age, str) else repr(age))))
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"LEEK['retention'][{status!r}]: {exc}.") from exc
+    return tuple(sorted(found))
 
 
 def _check_type(key: str, value: Any) -> None:
@@ -145,12 +193,13 @@ def _check_values(settings: Settings) -> None:
         raise ImproperlyConfigured(f"LEEK['port'] = {settings.port} is not a TCP port (1-65535).")
     if settings.workers < 1:
         raise ImproperlyConfigured(f"LEEK['workers'] = {settings.workers}; it must be 1 or more.")
-    for key in ("sweep_interval", "connect_timeout", "send_timeout"):
+    for key in ("sweep_interval", "connect_timeout", "send_timeout", "heartbeat_interval"):
         if getattr(settings, key) <= 0:
             raise ImproperlyConfigured(f"LEEK[{key!r}] must be a positive number of seconds.")
     for key in ("max_memory", "max_memory_hard", "max_tasks_per_worker", "task_timeout"):
         if getattr(settings, key) < 0:
             raise ImproperlyConfigured(f"LEEK[{key!r}] must be 0 (off) or more.")
+    _check_lease(settings)
     if settings.shutdown_timeout < 0:
         raise ImproperlyConfigured("LEEK['shutdown_timeout'] must be 0 or more seconds.")
     for pool in settings.pools:
@@ -158,6 +207,15 @@ def _check_values(settings: Settings) -> None:
             raise ImproperlyConfigured(
                 f"LEEK['pools'] holds {pool!r}; a pool name is a non-empty word without spaces."
             )
+
+
+def _check_lease(settings: Settings) -> None:
+    if settings.server_lease <= settings.heartbeat_interval:
+        raise ImproperlyConfigured(
+            f"LEEK['server_lease'] = {settings.server_lease:g} must be longer than "
+            f"LEEK['heartbeat_interval'] = {settings.heartbeat_interval:g} (a few beats), or "
+            "live servers would show as stale."
+        )
 
 
 _cached: Settings | None = None

@@ -39,3 +39,11 @@ class WorkerLost(LeekError):
 
 class TaskTimedOut(LeekError):
     """The task ran past its time limit; leek killed its worker and the worker's children."""
+
+
+class Cancelled(LeekError):
+    """An operator cancelled the task before it started (`manage.py leek cancel`, the admin)."""
+
+
+class Terminated(LeekError):
+    """An operator stopped the running task; leek killed its worker and the worker's children."""

@@ -11,6 +11,7 @@ import enum
 import signal
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -45,6 +46,8 @@ class WorkerHandle:
     handed_on: list[int] = field(default_factory=list)
     callable_path: str = ""
     task_started_at: float = 0.0
+    # The same moment on the wall clock, for people (Unix time).
+    task_started_wall: float = 0.0
     tasks_done: int = 0
     last_rss: int = 0
     # The running task's time limit in seconds (None: none).
@@ -68,6 +71,7 @@ class WorkerHandle:
             self.handed_on.remove(task_id)
         self.task_id, self.callable_path = task_id, callable_path
         self.task_started_at = time.monotonic()
+        self.task_started_wall = time.time()
         self.timeout = timeout
 
     def done(self) -> int | None:
@@ -120,6 +124,11 @@ class WorkerHandle:
             "generation": self.generation,
             "task": self.task_id,
             "callable": self.callable_path if running else "",
+            "task_since": (
+                datetime.fromtimestamp(self.task_started_wall, UTC).isoformat()
+                if running
+                else None
+            ),
             "running_for": round(now - self.task_started_at, 3) if running else None,
             "queued": list(self.queued),
             "tasks_done": self.tasks_done,
