@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("leek", "0003_task_history"),
+        ("leek", "0005_operating"),
     ]
 
     operations = [
