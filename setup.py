@@ -17,7 +17,16 @@ setup(
     install_requires=["Django>=5.2", "psutil>=5.9"],
     extras_require={
         "postgres": ["psycopg[binary]>=3.1"],
-        "test": ["pytest>=8", "hypothesis>=6", "psycopg[binary]>=3.1", "ruff>=0.6"],
+        "test": [
+            "pytest>=8",
+            "hypothesis>=6",
+            "psycopg[binary]>=3.1",
+            "ruff>=0.6",
+            # Prometheus's own parser reads the metrics view in the tests.
+            "prometheus_client>=0.20",
+            # Drives headless Chromium in the live page's browser test.
+            "selenium>=4.20",
+        ],
     },
     classifiers=[
         "Framework :: Django",

@@ -139,6 +139,7 @@ def pages() -> list[tuple[str, str]]:
         ("search an id", base + f"?q={failed}"),
         ("search a callable", base + "?q=job_7"),
         ("a task's page", base + f"{failed}/change/"),
+        ("metrics", "/leek/metrics"),
     ]
 
 

@@ -60,6 +60,9 @@ class Settings:
     # How long finished tasks are kept, by status ("7d", "12h", "15m", "30s"); the server
     # deletes older ones. Empty: kept for ever.
     retention: tuple[tuple[str, float], ...] = ()
+    # Bearer token that lets a scraper read leek.views.metrics without a staff login
+    # (`Authorization: Bearer <token>`). Empty: staff only.
+    metrics_token: str = ""
 
     @property
     def bind_address(self) -> tuple[str, int]:
@@ -95,6 +98,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "heartbeat_interval": (int, float),
     "server_lease": (int, float),
     "retention": (dict, tuple),
+    "metrics_token": (str,),
 }
 
 
@@ -200,6 +204,7 @@ def _check_values(settings: Settings) -> None:
         if getattr(settings, key) < 0:
             raise ImproperlyConfigured(f"LEEK[{key!r}] must be 0 (off) or more.")
     _check_lease(settings)
+    _check_metrics_token(settings.metrics_token)
     if settings.shutdown_timeout < 0:
         raise ImproperlyConfigured("LEEK['shutdown_timeout'] must be 0 or more seconds.")
     for pool in settings.pools:
@@ -215,6 +220,19 @@ def _check_lease(settings: Settings) -> None:
             f"LEEK['server_lease'] = {settings.server_lease:g} must be longer than "
             f"LEEK['heartbeat_interval'] = {settings.heartbeat_interval:g} (a few beats), or "
             "live servers would show as stale."
+        )
+
+
+# Fewest characters of a metrics token: a short one is guessed.
+METRICS_TOKEN_MIN = 16
+
+
+def _check_metrics_token(token: str) -> None:
+    if token and (len(token) < METRICS_TOKEN_MIN or token != token.strip()):
+        raise ImproperlyConfigured(
+            f"LEEK['metrics_token'] must be at least {METRICS_TOKEN_MIN} characters without "
+            "surrounding spaces; make one with: python -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))'"
         )
 
 
