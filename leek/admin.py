@@ -1,20 +1,24 @@
-"""The admin of the task table: a list that reads at a glance and a page per task.
+"""The admin of the task table: a list that reads at a glance, a page per task, the actions.
 
 Runs in the web process. Rows are never edited here; the stored call and return value are
-shown as Python text read from the pickle without unpickling it (leek.calls).
+shown as Python text read from the pickle without unpickling it (leek.calls). The actions
+Retry, Cancel and Terminate call leek.control, record themselves in the admin's log, and
+only format what control did. The live page of the servers is leek.adminlive's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin.models import CHANGE, LogEntry
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from leek import calls
+from leek import calls, control
 from leek.adminlist import (
     CallableFilter,
     EstimatedCountPaginator,
@@ -23,7 +27,8 @@ from leek.adminlist import (
     duration,
     moment,
 )
-from leek.models import Task, TaskStatus
+from leek.adminlive import ServerAdmin
+from leek.models import Server, Task, TaskStatus
 
 # Characters of the call and of the error the list shows; the task's page shows them whole.
 CALL_CHARS = 70
@@ -47,6 +52,7 @@ class TaskAdmin(admin.ModelAdmin):
         "error_short",
     )
     list_display_links = ("id", "call_short")
+    actions = ("retry", "cancel", "terminate")
     list_filter = (
         "status",
         PoolFilter,
@@ -62,7 +68,10 @@ class TaskAdmin(admin.ModelAdmin):
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
     fieldsets = (
-        (None, {"fields": ("status_badge", "call", "outcome", "traceback_block")}),
+        (
+            None,
+            {"fields": ("status_badge", "call", "outcome", "traceback_block", "operator")},
+        ),
         ("Attempts", {"fields": ("attempt_table",)}),
         (
             "Timing",
@@ -89,6 +98,7 @@ class TaskAdmin(admin.ModelAdmin):
         "call",
         "outcome",
         "traceback_block",
+        "operator",
         "attempt_table",
         "enqueued",
         "due",
@@ -105,6 +115,65 @@ class TaskAdmin(admin.ModelAdmin):
         "lost_retries",
         "attempts",
     )
+
+    @admin.action(description="Retry the selected FAILED tasks", permissions=["operate"])
+    def retry(self, request: HttpRequest, queryset: QuerySet) -> None:
+        """Run FAILED tasks again, a new attempt of the same call."""
+        self._act(request, queryset, control.retry, "retried", TaskStatus.FAILED)
+
+    @admin.action(description="Cancel the selected READY tasks", permissions=["operate"])
+    def cancel(self, request: HttpRequest, queryset: QuerySet) -> None:
+        """End READY tasks before they start."""
+        self._act(request, queryset, control.cancel, "cancelled", TaskStatus.READY)
+
+    @admin.action(
+        description="Terminate the selected RUNNING tasks (kill their workers)",
+        permissions=["operate"],
+    )
+    def terminate(self, request: HttpRequest, queryset: QuerySet) -> None:
+        """Ask the servers to kill the workers of RUNNING tasks."""
+        self._act(request, queryset, control.terminate, "terminated", TaskStatus.RUNNING)
+
+    def _act(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet,
+        verb: Callable[[list[int], str], list[int]],
+        done: str,
+        wanted: str,
+    ) -> None:
+        """Call a verb of leek.control on the selected tasks; log it and say what it did."""
+        selected = list(queryset.values_list("id", flat=True))
+        acted = verb(selected, request.user.get_username())
+        if acted:
+            LogEntry.objects.log_actions(
+                user_id=request.user.pk,
+                queryset=Task.objects.filter(id__in=acted),
+                action_flag=CHANGE,
+                change_message=f"{done.capitalize()} from the admin.",
+            )
+            self.message_user(
+                request,
+                f"{done.capitalize()} {_ids(acted)}"
+                + (
+                    " (the server holding each stops it within seconds)."
+                    if done == "terminated"
+                    else "."
+                ),
+                messages.SUCCESS,
+            )
+        skipped = sorted(set(selected) - set(acted))
+        if skipped:
+            self.message_user(
+                request,
+                f"Not {done}: {_ids(skipped)}; only {wanted} tasks can be.",
+                messages.WARNING,
+            )
+
+    def has_operate_permission(self, request: HttpRequest) -> bool:
+        """Let retry, cancel and terminate those who may change tasks."""
+        opts = self.opts
+        return request.user.has_perm(f"{opts.app_label}.change_{opts.model_name}")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         """Leave out the columns no list cell shows (a task's page loads them when asked)."""
@@ -153,6 +222,15 @@ class TaskAdmin(admin.ModelAdmin):
         if not task.traceback:
             return "-"
         return format_html('<pre class="leek-traceback">{}</pre>', task.traceback)
+
+    @admin.display(description="operator")
+    def operator(self, task: Task) -> str:
+        """Say what an operator last did to the task, who and when."""
+        if not task.control_action:
+            return "-"
+        return format_html(
+            "{} by {} at {}", task.control_action, task.control_by, moment(task.control_at)
+        )
 
     @admin.display(description="error")
     def error_short(self, task: Task) -> SafeString | str:
@@ -230,3 +308,14 @@ class TaskAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         """Rows are the record of what ran; they are not edited."""
         return False
+
+
+def _ids(task_ids: list[int]) -> str:
+    """Name a few task ids, and how many there are."""
+    shown = ", ".join(str(i) for i in task_ids[:10])
+    more = f" and {len(task_ids) - 10} more" if len(task_ids) > 10 else ""
+    noun = "task" if len(task_ids) == 1 else "tasks"
+    return f"{len(task_ids)} {noun} ({shown}{more})"
+
+
+admin.site.register(Server, ServerAdmin)
