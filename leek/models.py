@@ -302,8 +302,12 @@ class TaskQuerySet(models.QuerySet):
         return self.filter(status=TaskStatus.RUNNING, worker_host=host)
 
     def due(self, pools: Iterable[str], limit: int) -> list[tuple[int, int]]:
-        """Return (id, priority) of READY tasks due now, in dispatch order, at most `limit`."""
+        """Return (id, priority) of READY tasks due now, in dispatch order, at most `limit`.
+
+        Tasks of paused pools are left out: they wait in the table until resumed.
+        """
         rows = self.filter(status=TaskStatus.READY, run_after__lte=timezone.now())
+        rows = rows.exclude(pool__in=PoolPause.objects.values("pool"))
         pools = tuple(pools)
         if pools:
             rows = rows.filter(pool__in=pools)

@@ -73,4 +73,6 @@ LEEK = {
     "host": "127.0.0.1",
     "port": int(os.environ.get("LEEK_TEST_PORT", "1")),
     "sweep_interval": float(os.environ.get("LEEK_TEST_SWEEP_INTERVAL", "0.5")),
+    "heartbeat_interval": float(os.environ.get("LEEK_TEST_HEARTBEAT_INTERVAL", "5")),
+    "server_lease": float(os.environ.get("LEEK_TEST_SERVER_LEASE", "60")),
 }

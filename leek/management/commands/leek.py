@@ -17,7 +17,8 @@ from leek import conf
 from leek.models import Task, TaskStatus
 from leek.pool.limits import Limits
 from leek.pool.supervisor import Supervisor
-from leek.server import Backlog, Listener, Sweeper
+from leek.retention import Purger
+from leek.server import Backlog, Heartbeat, Listener, Sweeper
 
 # Options that override the LEEK setting of the same name.
 _OVERRIDES = (
@@ -99,6 +100,12 @@ class Command(BaseCommand):
                 )
             except OSError as exc:
                 raise CommandError(f"cannot listen on {settings.bind}: {exc}") from exc
+        heartbeat = Heartbeat(
+            "" if listener is None else "{}:{}".format(*listener.address),
+            settings.pools,
+            settings.heartbeat_interval,
+            Purger(settings.retention) if settings.retention else None,
+        )
         supervisor = Supervisor(
             backlog,
             Sweeper(backlog, settings.sweep_interval),
@@ -112,14 +119,17 @@ class Command(BaseCommand):
             ),
             burst=options["burst"],
             listener=listener,
+            reporter=heartbeat,
         )
         self.stdout.write(_banner(settings, listener))
         self.stdout.flush()
+        heartbeat.start()
         try:
             code = supervisor.run()
         finally:
             if listener is not None:
                 listener.close()
+            heartbeat.stop()
         if code:
             sys.exit(code)
 
