@@ -121,6 +121,25 @@ def test_cancel_ends_a_ready_task_that_never_starts(start_server, operator):
     assert task.started_at is None
 
 
+def test_terminate_kills_the_worker_of_a_running_task(start_server, operator):
+    server = start_server(workers=2)
+    running = tasks.sleep_seconds.offload(60)
+    wait_until(lambda: status(running.id) == TaskStatus.RUNNING, message="the task to start")
+    pid = Task.objects.get(pk=running.id).worker_pid
+    text = act(operator, "terminate", running.id)
+    assert f"Terminated 1 task ({running.id})" in text
+    wait_until(lambda: status(running.id) == TaskStatus.FAILED, 15, "the termination")
+    task = Task.objects.get(pk=running.id)
+    assert task.exception_class_path == "leek.exceptions.Terminated"
+    assert "terminated by olga" in task.traceback
+    assert logged(running.id) == [("olga", "Terminated from the admin.")]
+    # A replacement worker starts, and the pool keeps serving.
+    workers = server.wait_workers(2)
+    assert pid not in [w["pid"] for w in workers]
+    after = tasks.add.offload(2, 2)
+    wait_until(lambda: status(after.id) == TaskStatus.SUCCESSFUL, message="a task after it")
+
+
 def test_a_viewer_sees_no_actions_and_cannot_post_them(viewer):
     row = Task.objects.create(
         callable_path="tests.tasks.add", payload=b"", status=TaskStatus.FAILED
@@ -228,3 +247,39 @@ def test_a_viewer_cannot_pause(viewer):
 def test_the_live_page_needs_a_login():
     response = Client().get(f"{LIVE_URL}live.json")
     assert response.status_code == 302
+
+
+def test_the_live_page_shows_a_real_server_and_its_running_task(start_server, operator):
+    # A short grace on stop: the sleeping task is not waited for at the end.
+    server = start_server("--shutdown-timeout", "1", workers=2)
+    running = tasks.sleep_seconds.offload(30)
+    wait_until(lambda: status(running.id) == TaskStatus.RUNNING, message="the task to start")
+    pid = Task.objects.get(pk=running.id).worker_pid
+    text = wait_until(
+        lambda: (
+            (body := live_body(operator)) and f"{LIST_URL}{running.id}/change/" in body and body
+        ),
+        30,
+        "the heartbeat that shows the running task",
+    )
+    assert f'data-server="{Server.objects.get(pid=server.pid).host}:{server.pid}"' in text
+    assert re.search(rf"<td>{pid}</td><td>busy</td>", text)
+    assert "tests.tasks.sleep_seconds" in text
+    assert len(re.findall(r'class="leek-worker[ "]', text)) == 2
+
+
+def test_a_pool_paused_from_the_live_page_stays_paused_across_a_restart(start_server, operator):
+    first = start_server()
+    operator.post(f"{LIVE_URL}pause/", {"pool": "emails", "verb": "pause"})
+    held = tasks.in_email_pool.offload()
+    other = tasks.add.offload(1, 1)
+    wait_until(lambda: status(other.id) == TaskStatus.SUCCESSFUL, message="the default pool")
+    first.stop()
+    second = start_server()
+    probe = tasks.add.offload(2, 2)
+    wait_until(lambda: status(probe.id) == TaskStatus.SUCCESSFUL, message="the new server")
+    assert status(held.id) == TaskStatus.READY
+    assert "emails" in live_body(operator)
+    operator.post(f"{LIVE_URL}pause/", {"pool": "emails", "verb": "resume"})
+    wait_until(lambda: status(held.id) == TaskStatus.SUCCESSFUL, message="the resumed pool")
+    assert second.proc.poll() is None

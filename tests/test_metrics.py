@@ -148,3 +148,24 @@ def test_label_values_are_escaped(staff):
     task(TaskStatus.READY, pool='we"ird\\pool')
     families = scrape(staff)
     assert value(families["leek_tasks"], status="READY", pool='we"ird\\pool') == 1
+
+
+def test_a_real_server_shows_in_the_metrics(start_server, staff):
+    from tests import tasks
+    from tests.conftest import wait_until
+
+    server = start_server("--shutdown-timeout", "1", workers=2)
+    handle = tasks.sleep_seconds.offload(30)
+    name = f"{Server.objects.get(pid=server.pid).host}:{server.pid}"
+
+    def busy():
+        families = scrape(staff)
+        workers = [s for s in families["leek_workers"].samples if s.labels["server"] == name]
+        states = {s.labels["state"]: s.value for s in workers}
+        return states.get("busy") == 1 and states.get("idle") == 1 and families
+
+    families = wait_until(busy, 30, "a busy and an idle worker in the metrics")
+    assert value(families["leek_servers"], state="live") == 1
+    assert value(families["leek_tasks"], status="RUNNING", pool="default") == 1
+    assert value(families["leek_worker_restarts"], server=name, cause="crash") == 0
+    assert Task.objects.get(pk=handle.id).status == TaskStatus.RUNNING
