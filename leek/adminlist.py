@@ -112,10 +112,11 @@ def moment(value: datetime | None) -> str:
         return "-"
     local = timezone.localtime(value)
     return format_html(
-        '<time datetime="{}" title="{}">{}</time>',
+        '<time datetime="{}" title="{}"><span>{}</span> <span>{}</span></time>',
         value.isoformat(),
         local.isoformat(sep=" "),
-        local.strftime("%Y-%m-%d %H:%M:%S"),
+        local.strftime("%Y-%m-%d"),
+        local.strftime("%H:%M:%S"),
     )
 
 
