@@ -66,6 +66,12 @@ def _problem(
                 f"no live leek server: the last heartbeat was {_ago(last, now)} ago "
                 f"({len(stale)} stale)"
             )
+        stopped = [s.stopped_at for s in servers if s.stopped_at]
+        if stopped:
+            return (
+                NO_SERVER,
+                f"no live leek server: the last one stopped {_ago(max(stopped), now)} ago",
+            )
         return NO_SERVER, "no live leek server: none has reported (is `manage.py leek` running?)"
     if max_age is None:
         return None
@@ -95,14 +101,14 @@ def _lines(
             f"last beat {_ago(server.heartbeat_at, now)} ago"
         )
         for worker in server.workers if not server.stopped_at else ():
-            task = "idle"
+            task = ""
             if worker.get("task") is not None:
-                task = f"task {worker['task']} {worker['callable']}"
+                task = f": task {worker['task']} {worker['callable']}"
                 if worker.get("task_since"):
                     since = datetime.fromisoformat(worker["task_since"])
                     task += f" for {_ago(since, now)}"
             lines.append(
-                f"  worker {worker['pid']} {worker['state']}: {task}, "
+                f"  worker {worker['pid']} {worker['state']}{task}, "
                 f"{worker['rss_mb']} MB, {worker['tasks_done']} done"
             )
     if not servers:
