@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from django.utils import timezone
 
-from leek.models import Task
+from leek.models import Server, Task
 
 logger = logging.getLogger("leek.server")
 
@@ -39,6 +39,12 @@ def delete_batch(statuses: Iterable[str], before: datetime, size: int) -> int:
 def count(statuses: Iterable[str], before: datetime) -> int:
     """Count the tasks of `statuses` that finished before `before`."""
     return Task.objects.filter(status__in=list(statuses), finished_at__lt=before).count()
+
+
+def forget_servers(before: datetime) -> int:
+    """Delete the rows of servers that stopped, or last beat, before `before`; return how many."""
+    deleted, _ = Server.objects.filter(heartbeat_at__lt=before).delete()
+    return deleted
 
 
 def purge(statuses: Iterable[str], older_than: float, batch: int = BATCH) -> int:
@@ -73,6 +79,9 @@ class Purger:
             found = delete_batch([status], timezone.now() - timedelta(seconds=age), self.batch)
             deleted += found
             full = full or found == self.batch
+        if not full and self.rules:
+            longest = max(age for _, age in self.rules)
+            forget_servers(timezone.now() - timedelta(seconds=longest))
         if deleted:
             self.deleted += deleted
             logger.info("retention: deleted %d finished tasks", deleted)

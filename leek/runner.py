@@ -9,6 +9,8 @@ nothing and `record()` writes without committing on its own.
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 import traceback
 from dataclasses import dataclass
@@ -19,6 +21,10 @@ from leek import hotpath, serialize
 from leek.exceptions import CallableNotFound, UnpicklableError
 from leek.hotpath import Claimed, Writer
 from leek.models import Task, TaskStatus
+
+# A task that fails is logged here at ERROR with its exception, so that error trackers
+# hooked to `logging` (Sentry's SDK is) receive it with its traceback.
+logger = logging.getLogger("leek.task")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +71,7 @@ def execute(task: Claimed) -> Outcome:
     except (CallableNotFound, UnpicklableError) as exc:
         # leek's own message says it all; the traceback would only show leek's insides.
         text = f"{_class_path(exc)}: {exc}"
+        _log_failure(task, exc)
         return _failed(task, started, _class_path(exc), text)
     except Exception as exc:  # noqa: BLE001 - the task's own error is recorded, not raised
         text = traceback.format_exc()
@@ -81,9 +88,22 @@ def execute(task: Claimed) -> Outcome:
                 delay=delay,
                 error=note,
             )
+        _log_failure(task, exc)
         return _failed(task, started, _class_path(exc), text)
     return Outcome(
         task.task_id, path, TaskStatus.SUCCESSFUL, time.monotonic() - started, result=result
+    )
+
+
+def _log_failure(task: Claimed, exc: BaseException) -> None:
+    logger.error(
+        "task %s %s failed on worker %s (attempt %s): %s",
+        task.task_id,
+        task.callable_path,
+        os.getpid(),
+        task.attempts,
+        _last_line("".join(traceback.format_exception_only(exc))),
+        exc_info=exc,
     )
 
 

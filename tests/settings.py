@@ -4,6 +4,7 @@ LEEK_TEST_DB=sqlite (default) or postgres; LEEK_TEST_DB_NAME names the file or t
 database, made afresh by tests/conftest.py for each run, so runs can share a machine.
 """
 
+import json
 import os
 
 SECRET_KEY = "leek-tests"
@@ -75,4 +76,5 @@ LEEK = {
     "sweep_interval": float(os.environ.get("LEEK_TEST_SWEEP_INTERVAL", "0.5")),
     "heartbeat_interval": float(os.environ.get("LEEK_TEST_HEARTBEAT_INTERVAL", "5")),
     "server_lease": float(os.environ.get("LEEK_TEST_SERVER_LEASE", "60")),
+    "retention": json.loads(os.environ.get("LEEK_TEST_RETENTION", "{}")),
 }

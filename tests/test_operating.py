@@ -1,8 +1,11 @@
 """A real server's row in the table, and the operators' orders it carries out."""
 
+import logging
 import signal
+from datetime import timedelta
 
 import psutil
+from django.utils import timezone
 
 from leek import control
 from leek.models import Server, Task, TaskStatus
@@ -109,3 +112,47 @@ def test_a_paused_pool_starts_nothing_until_resumed_even_across_a_restart(start_
     assert holds_for(lambda: Task.objects.get(pk=waiting.id).status == TaskStatus.READY, 2)
     assert control.resume("default", "erin") is True
     assert waiting.wait(30).return_value == 3
+
+
+def test_a_failing_task_is_logged_at_error_with_its_traceback_in_the_worker(start_server):
+    server = start_server()
+    handle = tasks.raise_value_error.offload("boom 4711")
+    assert handle.wait(30).status == TaskStatus.FAILED
+    worker = handle.task.worker_pid
+    line = f"task {handle.id} tests.tasks.raise_value_error failed on worker {worker}"
+    log = wait_until(lambda: line in server.log() and server.log(), 30, "the worker's log")
+    after = log[log.index(line) :]
+    assert "ValueError: boom 4711" in after.splitlines()[0]
+    assert "Traceback (most recent call last):" in after
+    assert "raise ValueError(message)" in after
+
+
+def test_the_failure_log_record_carries_the_exception(settings, caplog):
+    settings.LEEK = {**settings.LEEK, "eager": True}
+    with caplog.at_level(logging.ERROR, logger="leek"):
+        handle = tasks.raise_value_error.offload("eager boom")
+    assert handle.status == TaskStatus.FAILED
+    [record] = [r for r in caplog.records if r.name == "leek.task"]
+    assert record.levelno == logging.ERROR
+    assert record.exc_info[0] is ValueError
+    assert str(record.exc_info[1]) == "eager boom"
+    assert f"task {handle.id} tests.tasks.raise_value_error failed" in record.getMessage()
+
+
+def test_the_server_purges_by_the_retention_setting(start_server):
+    old = timezone.now() - timedelta(hours=2)
+    rows = [
+        Task(callable_path="tests.tasks.add", payload=b"", status=status, finished_at=when)
+        for status, when, count in [
+            (TaskStatus.SUCCESSFUL, old, 500),
+            (TaskStatus.FAILED, old, 3),
+            (TaskStatus.SUCCESSFUL, timezone.now(), 2),
+        ]
+        for _ in range(count)
+    ]
+    Task.objects.bulk_create(rows)
+    server = start_server(env={"LEEK_TEST_RETENTION": '{"SUCCESSFUL": "1h", "FAILED": "3h"}'})
+    # In batches of a few hundred, one batch a second at most.
+    wait_until(lambda: Task.objects.count() == 5, 60, "the old successes to go")
+    assert Task.objects.filter(status=TaskStatus.FAILED).count() == 3
+    wait_until(lambda: "retention: deleted" in server.log(), 10, "the retention's log")

@@ -171,6 +171,10 @@ class Supervisor:
         now = time.monotonic()
         since = now - self.reported_at
         if (self.changed and since >= REPORT_GAP) or since >= TICK:
+            for handle in self.workers.values():
+                if handle.task_id is None:  # a busy one's is read by enforce_limits
+                    with contextlib.suppress(psutil.Error):
+                        handle.last_rss = tree_rss(handle.pid)
             self.reporter.report(self.stats(), urgent=self.changed)
             self.changed, self.reported_at = False, now
 
