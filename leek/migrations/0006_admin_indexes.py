@@ -11,7 +11,27 @@ class Migration(migrations.Migration):
     operations = [
         migrations.AddIndex(
             model_name="task",
-            index=models.Index(fields=["status", "id"], name="leek_task_status_idx"),
+            index=models.Index(
+                condition=models.Q(("status", "READY")),
+                fields=["id"],
+                name="leek_task_ready_id_idx",
+            ),
+        ),
+        migrations.AddIndex(
+            model_name="task",
+            index=models.Index(
+                condition=models.Q(("status", "RUNNING")),
+                fields=["id"],
+                name="leek_task_running_idx",
+            ),
+        ),
+        migrations.AddIndex(
+            model_name="task",
+            index=models.Index(
+                condition=models.Q(("status", "FAILED")),
+                fields=["id"],
+                name="leek_task_failed_idx",
+            ),
         ),
         migrations.AddIndex(
             model_name="task",
