@@ -30,6 +30,7 @@ def example(tmp_path):
         return done.stdout
 
     run("migrate", "--verbosity", "0")
+    run.env = env
     return run
 
 
@@ -55,5 +56,22 @@ def test_the_page_leads_to_the_control_room_and_starts_nothing(example):
     assert 'href="/admin/leek/task/"' in page
     assert 'href="/leek/metrics"' in page
     # demo.sh started the server: the page does not send the visitor to start one.
-    assert "manage.py leek" not in page
+    assert not re.search(r"manage\.py leek( --workers|</code>)", page)
     assert "createsuperuser" not in page
+
+
+def test_the_commands_the_page_shows_work_as_written(example):
+    show = (
+        "from django.test import Client; "
+        "print(Client().get('/', HTTP_HOST='127.0.0.1').content.decode())"
+    )
+    page = example("shell", "-c", show)
+    commands = re.findall(r"<code>(\.venv/bin/python [^<]+)</code>", page)
+    assert commands == [".venv/bin/python test_app/manage.py leek status"]
+    # From the checkout, with the README's venv (this interpreter).
+    argv = [sys.executable, *commands[0].split()[1:]]
+    env = {**example.env, "PYTHONPATH": ""}
+    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    # No server is up here: exit 1 and one line saying so (not a usage error).
+    assert done.returncode == 1, done.stderr
+    assert "no live leek server" in done.stderr
