@@ -2,9 +2,11 @@
 
 import logging
 import signal
+import time
 from datetime import timedelta
 
 import psutil
+from django.db import connection, transaction
 from django.utils import timezone
 
 from leek import control
@@ -156,3 +158,24 @@ def test_the_server_purges_by_the_retention_setting(start_server):
     wait_until(lambda: Task.objects.count() == 5, 60, "the old successes to go")
     assert Task.objects.filter(status=TaskStatus.FAILED).count() == 3
     wait_until(lambda: "retention: deleted" in server.log(), 10, "the retention's log")
+
+
+def test_a_locked_server_table_never_holds_up_the_loop(start_server):
+    server = start_server(env={"LEEK_TEST_HEARTBEAT_INTERVAL": "0.5"})
+    wait_until(lambda: server_row(server), 30, "the server's row")
+    with transaction.atomic():
+        # Nobody may write the server's row until this transaction ends.
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("LOCK TABLE leek_server IN ACCESS EXCLUSIVE MODE")
+        else:  # an IMMEDIATE transaction (tests.settings) holds SQLite's write lock
+            Row.objects.create(n=0)
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:
+            # The loop answers at once while its heartbeat waits for the database.
+            started = time.monotonic()
+            assert server.stats()["workers"]
+            assert time.monotonic() - started < 2
+            time.sleep(0.2)
+        released = timezone.now()
+    wait_until(lambda: server_row(server).heartbeat_at > released, 30, "the heartbeat to resume")

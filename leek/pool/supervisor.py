@@ -171,10 +171,6 @@ class Supervisor:
         now = time.monotonic()
         since = now - self.reported_at
         if (self.changed and since >= REPORT_GAP) or since >= TICK:
-            for handle in self.workers.values():
-                if handle.task_id is None:  # a busy one's is read by enforce_limits
-                    with contextlib.suppress(psutil.Error):
-                        handle.last_rss = tree_rss(handle.pid)
             self.reporter.report(self.stats(), urgent=self.changed)
             self.changed, self.reported_at = False, now
 
@@ -381,11 +377,14 @@ class Supervisor:
         if poll_memory:
             self.next_memory_poll = now + TICK
         for handle in list(self.workers.values()):
-            if handle.task_id is None or handle.kill_kind:
+            if handle.kill_kind:
                 continue
+            # Idle workers' too, for the server's row (leek status).
             if poll_memory:
                 with contextlib.suppress(psutil.Error):  # exiting: its sentinel tells
                     handle.last_rss = tree_rss(handle.pid)
+            if handle.task_id is None:
+                continue
             found = self.limits.kill_reason(handle, now)
             if found is not None:
                 self._kill(handle, found[1], found[0])

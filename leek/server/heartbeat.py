@@ -62,7 +62,7 @@ class Heartbeat:
         self.interval = interval
         self.purge = purge
         self.server_id: int | None = None
-        self.beats = 0
+        self.started_at = timezone.now()
         self._lock = threading.Lock()
         self._snapshot: dict[str, Any] = {}
         self._changed = threading.Event()
@@ -107,7 +107,8 @@ class Heartbeat:
         """Write the last beat with stopped_at set, and end the thread."""
         self._stopping.set()
         self._changed.set()
-        self._thread.join(timeout)
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout)
         if self._thread.is_alive():
             logger.error("the heartbeat did not write the server's stop within %g s", timeout)
         self._wake_read.close()
@@ -145,6 +146,8 @@ class Heartbeat:
         except (DatabaseError, InterfaceError) as exc:
             logger.warning("cannot write %s, trying again: %s", what, exc)
             connections[alias].close()  # a broken connection is replaced, not used again
+        except Exception:  # noqa: BLE001 - thread boundary: a dead heartbeat looks like a dead server
+            logger.exception("error in %s; trying again at the next round", what)
 
     def _beat(self, stopped: bool = False) -> None:
         with self._lock:
@@ -158,21 +161,22 @@ class Heartbeat:
         }
         if stopped:
             values["stopped_at"] = now
-        if self.server_id is None:
+        written = self.server_id is not None and (
+            Server.objects.filter(pk=self.server_id).update(**values)
+        )
+        if not written:
             if stopped:
                 return  # never got a row: nothing to mark
+            # The first beat, or the row was deleted meanwhile (a purge of servers gone).
             row = Server.objects.create(
                 host=self.host,
                 pid=self.pid,
                 address=self.address,
                 pools=self.pools,
-                started_at=now,
+                started_at=self.started_at,
                 **values,
             )
             self.server_id = row.pk
-        else:
-            Server.objects.filter(pk=self.server_id).update(**values)
-        self.beats += 1
 
     def _read_orders(self) -> None:
         with self._lock:
