@@ -30,6 +30,10 @@ setup(
             "psycopg[binary]>=3.1",
             "ruff>=0.6",
             "django-tasks>=0.12",
+            # Prometheus's own parser reads the metrics view in the tests.
+            "prometheus_client>=0.20",
+            # Drives headless Chromium in the live page's browser test.
+            "selenium>=4.20",
         ],
     },
     classifiers=[

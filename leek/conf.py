@@ -55,6 +55,16 @@ class Settings:
     shutdown_timeout: float = 30.0
     # Modules a worker imports at boot besides each installed app's `tasks` module.
     task_modules: tuple[str, ...] = ()
+    # Seconds between two heartbeats of a server's row in the table.
+    heartbeat_interval: float = 5.0
+    # Seconds after its last heartbeat that a server counts as stale (gone).
+    server_lease: float = 60.0
+    # How long finished tasks are kept, by status ("7d", "12h", "15m", "30s"); the server
+    # deletes older ones. Empty: kept for ever.
+    retention: tuple[tuple[str, float], ...] = ()
+    # Bearer token that lets a scraper read leek.views.metrics without a staff login
+    # (`Authorization: Bearer <token>`). Empty: staff only.
+    metrics_token: str = ""
 
     @property
     def bind_address(self) -> tuple[str, int]:
@@ -88,6 +98,10 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "task_timeout": (int, float),
     "shutdown_timeout": (int, float),
     "task_modules": (list, tuple),
+    "heartbeat_interval": (int, float),
+    "server_lease": (int, float),
+    "retention": (dict, tuple),
+    "metrics_token": (str,),
 }
 
 
@@ -128,9 +142,47 @@ def from_mapping(raw: Mapping[str, Any]) -> Settings:
     for key in ("pools", "task_modules"):
         if key in values:
             values[key] = tuple(values[key])
+    if "retention" in values:
+        values["retention"] = _retention(values["retention"])
     settings = Settings(**values)
     _check_values(settings)
     return settings
+
+
+# The units a duration may be written in, in seconds.
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# The statuses whose rows may be deleted: those of finished tasks.
+FINISHED = ("SUCCESSFUL", "FAILED")
+
+
+def parse_duration(text: str) -> float:
+    """Read a duration such as "30s", "15m", "12h" or "7d" as seconds; ValueError if bad."""
+    number, unit = text.strip()[:-1], text.strip()[-1:].lower()
+    if unit not in _UNITS or not number.isdigit() or int(number) <= 0:
+        raise ValueError(
+            f"{text!r} is not a duration; write a whole number and a unit: 30s, 15m, 12h or 7d"
+        )
+    return float(int(number) * _UNITS[unit])
+
+
+def _retention(raw: Mapping[str, Any] | tuple) -> tuple[tuple[str, float], ...]:
+    """Read LEEK['retention'] ({"SUCCESSFUL": "7d", ...}) as (status, seconds) pairs."""
+    pairs = raw.items() if isinstance(raw, Mapping) else raw
+    found = []
+    for status, age in pairs:
+        if status not in FINISHED:
+            raise ImproperlyConfigured(
+                f"LEEK['retention'] names {status!r}; only finished tasks are deleted: "
+                "write SUCCESSFUL or FAILED."
+            )
+        if isinstance(age, (int, float)) and not isinstance(age, bool) and age > 0:
+            found.append((status, float(age)))
+            continue
+        try:
+            found.append((status, parse_duration(age if isinstance(age, str) else repr(age))))
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"LEEK['retention'][{status!r}]: {exc}.") from exc
+    return tuple(sorted(found))
 
 
 def _check_type(key: str, value: Any) -> None:
@@ -149,12 +201,14 @@ def _check_values(settings: Settings) -> None:
         raise ImproperlyConfigured(f"LEEK['port'] = {settings.port} is not a TCP port (1-65535).")
     if settings.workers < 1:
         raise ImproperlyConfigured(f"LEEK['workers'] = {settings.workers}; it must be 1 or more.")
-    for key in ("sweep_interval", "connect_timeout", "send_timeout"):
+    for key in ("sweep_interval", "connect_timeout", "send_timeout", "heartbeat_interval"):
         if getattr(settings, key) <= 0:
             raise ImproperlyConfigured(f"LEEK[{key!r}] must be a positive number of seconds.")
     for key in ("max_memory", "max_memory_hard", "max_tasks_per_worker", "task_timeout"):
         if getattr(settings, key) < 0:
             raise ImproperlyConfigured(f"LEEK[{key!r}] must be 0 (off) or more.")
+    _check_lease(settings)
+    _check_metrics_token(settings.metrics_token)
     if settings.shutdown_timeout < 0:
         raise ImproperlyConfigured("LEEK['shutdown_timeout'] must be 0 or more seconds.")
     _check_names(settings)
@@ -171,6 +225,28 @@ def _check_names(settings: Settings) -> None:
             raise ImproperlyConfigured(
                 f"LEEK['pools'] holds {pool!r}; a pool name is a non-empty word without spaces."
             )
+
+
+def _check_lease(settings: Settings) -> None:
+    if settings.server_lease <= settings.heartbeat_interval:
+        raise ImproperlyConfigured(
+            f"LEEK['server_lease'] = {settings.server_lease:g} must be longer than "
+            f"LEEK['heartbeat_interval'] = {settings.heartbeat_interval:g} (a few beats), or "
+            "live servers would show as stale."
+        )
+
+
+# Fewest characters of a metrics token: a short one is guessed.
+METRICS_TOKEN_MIN = 16
+
+
+def _check_metrics_token(token: str) -> None:
+    if token and (len(token) < METRICS_TOKEN_MIN or token != token.strip()):
+        raise ImproperlyConfigured(
+            f"LEEK['metrics_token'] must be at least {METRICS_TOKEN_MIN} characters without "
+            "surrounding spaces; make one with: python -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))'"
+        )
 
 
 _cached: Settings | None = None

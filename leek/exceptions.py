@@ -43,3 +43,11 @@ class TaskTimedOut(LeekError):
 
 class NotATask(LeekError):
     """A Django Tasks row names something that is not a django.tasks Task; it is not run."""
+
+
+class Cancelled(LeekError):
+    """An operator cancelled the task before it started (`manage.py leek cancel`, the admin)."""
+
+
+class Terminated(LeekError):
+    """An operator stopped the running task; leek killed its worker and the worker's children."""

@@ -35,7 +35,7 @@ from django.db import connections
 from django.db import transaction as django_transaction
 from django.utils import timezone
 
-from leek.models import Claim, Task, TaskStatus
+from leek.models import Claim, PoolPause, Task, TaskStatus
 
 # Columns an offload sets; every other column takes its model default.
 OFFLOAD_COLUMNS = (
@@ -102,9 +102,13 @@ def _statements(connection: Any, raw: bool) -> dict[str, Any]:
         connection.features.can_return_columns_from_insert
     )
     claimed = ", ".join(q(c) for c in CLAIM_COLUMNS)
+    # A task of a paused pool is not claimed (leek.control.pause): it holds on every server
+    # from the moment the pause commits, whatever ids a worker was sent before.
+    paused = q(PoolPause._meta.db_table)
     claim = (
         f"UPDATE {table} SET status = %s, started_at = %s, worker_pid = %s, worker_host = %s, "
-        "attempts = attempts + 1 WHERE id = %s AND status = %s AND run_after <= %s"
+        "attempts = attempts + 1 WHERE id = %s AND status = %s AND run_after <= %s "
+        f"AND {q('pool')} NOT IN (SELECT {q('pool')} FROM {paused})"
     )
     written = {
         "fixed": tuple(fixed.values()),

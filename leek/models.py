@@ -18,7 +18,7 @@ from django.db import connections, models, router, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from leek import serialize
+from leek import conf, serialize
 from leek.conf import DEFAULT_POOL
 
 
@@ -44,6 +44,21 @@ class Encoding(models.TextChoices):
     # the Django Tasks backend (leek.backend).
     JSON = "json"
 
+
+class ControlAction(models.TextChoices):
+    """What an operator last did to a task (leek.control)."""
+
+    # Ran a FAILED task again.
+    RETRY = "retry"
+    # Stopped a READY task before it started.
+    CANCEL = "cancel"
+    # Asked the server holding a RUNNING task to kill its worker.
+    TERMINATE = "terminate"
+
+
+# The error class paths of the tasks an operator stopped.
+CANCELLED = "leek.exceptions.Cancelled"
+TERMINATED = "leek.exceptions.Terminated"
 
 # Seconds unclaim waits for a row lock before it gives up (and is tried again later).
 UNCLAIM_LOCK_TIMEOUT = 2
@@ -236,6 +251,81 @@ class TaskQuerySet(models.QuerySet):
             return TaskStatus.FAILED
         return ""
 
+    def rerun(self, task_id: int, by: str) -> bool:
+        """Make a FAILED task READY again, a new attempt of the same call, for operator `by`.
+
+        The attempt that ended (or the cancel) goes into `history`; the row's error fields
+        keep its error until the next attempt ends.
+        """
+        failed = self.filter(id=task_id, status=TaskStatus.FAILED)
+        found = failed.values_list(
+            "history", "started_at", "finished_at", "worker_host", "worker_pid",
+            "exception_class_path", "traceback",
+        ).first()  # fmt: skip
+        if found is None:
+            return False
+        history, started_at, finished_at, host, pid, class_path, text = found
+        ended = Attempt(
+            started_at=started_at,
+            finished_at=finished_at,
+            worker=f"{host}:{pid}" if pid else "",
+            exception_class_path=class_path,
+            traceback=text,
+        )
+        now = timezone.now()
+        return bool(
+            failed.update(
+                status=TaskStatus.READY,
+                history=[*history, ended.to_json()],
+                run_after=now,
+                started_at=None,
+                finished_at=None,
+                worker_pid=None,
+                worker_host="",
+                control_action=ControlAction.RETRY,
+                control_by=by,
+                control_at=now,
+            )
+        )
+
+    def cancel(self, task_id: int, by: str) -> bool:
+        """End a READY task FAILED with Cancelled before it starts, for operator `by`."""
+        now = timezone.now()
+        return bool(
+            self.filter(id=task_id, status=TaskStatus.READY).update(
+                status=TaskStatus.FAILED,
+                finished_at=now,
+                exception_class_path=CANCELLED,
+                traceback=f"{CANCELLED}: cancelled by {by}",
+                control_action=ControlAction.CANCEL,
+                control_by=by,
+                control_at=now,
+            )
+        )
+
+    def request_termination(self, task_id: int, by: str) -> bool:
+        """Ask, for operator `by`, that the server holding a RUNNING task kill its worker.
+
+        The server reads the request (terminations_for) and ends the task FAILED with
+        Terminated through the loss of its worker.
+        """
+        return bool(
+            self.filter(id=task_id, status=TaskStatus.RUNNING).update(
+                control_action=ControlAction.TERMINATE, control_by=by, control_at=timezone.now()
+            )
+        )
+
+    def terminations_for(self, held: dict[int, int]) -> list[tuple[int, int, str]]:
+        """Return (id, pid, by) of the tasks in `held` (id -> worker pid) asked to terminate."""
+        rows = self.filter(
+            id__in=list(held), status=TaskStatus.RUNNING, control_action=ControlAction.TERMINATE
+        )
+        return [
+            (task_id, pid, by)
+            for task_id, pid, by in rows.values_list("id", "worker_pid", "control_by")
+            if held.get(task_id) == pid
+        ]
+
     def _finish(self, task_id: int, claim: Claim, **values: Any) -> bool:
         return bool(claim.of(self, task_id).update(finished_at=timezone.now(), **values))
 
@@ -244,8 +334,12 @@ class TaskQuerySet(models.QuerySet):
         return self.filter(status=TaskStatus.RUNNING, worker_host=host)
 
     def due(self, pools: Iterable[str], limit: int) -> list[tuple[int, int]]:
-        """Return (id, priority) of READY tasks due now, in dispatch order, at most `limit`."""
+        """Return (id, priority) of READY tasks due now, in dispatch order, at most `limit`.
+
+        Tasks of paused pools are left out: they wait in the table until resumed.
+        """
         rows = self.filter(status=TaskStatus.READY, run_after__lte=timezone.now())
+        rows = rows.exclude(pool__in=PoolPause.objects.values("pool"))
         pools = tuple(pools)
         if pools:
             rows = rows.filter(pool__in=pools)
@@ -300,6 +394,10 @@ class Task(models.Model):
     traceback = models.TextField(blank=True)
     # The attempts before the current one that ended, oldest first (Attempt.to_json()).
     history = models.JSONField(default=list, blank=True)
+    # What an operator last did to the task, who (a user name) and when (leek.control).
+    control_action = models.CharField(max_length=10, choices=ControlAction.choices, blank=True)
+    control_by = models.CharField(max_length=150, blank=True)
+    control_at = models.DateTimeField(null=True, blank=True)
 
     objects = TaskQuerySet.as_manager()
 
@@ -319,6 +417,28 @@ class Task(models.Model):
                 condition=models.Q(status=TaskStatus.READY),
                 name="leek_task_ready_at_idx",
             ),
+            # The admin's filters, each with the list's order (newest first) behind it, so
+            # that a page of a filtered list of millions reads a few index entries. The
+            # status filter: one partial index per status but SUCCESSFUL, the bulk of the
+            # table, which the primary key serves; a finished success leaves no entry.
+            models.Index(
+                fields=["id"],
+                condition=models.Q(status=TaskStatus.READY),
+                name="leek_task_ready_id_idx",
+            ),
+            models.Index(
+                fields=["id"],
+                condition=models.Q(status=TaskStatus.RUNNING),
+                name="leek_task_running_idx",
+            ),
+            models.Index(
+                fields=["id"],
+                condition=models.Q(status=TaskStatus.FAILED),
+                name="leek_task_failed_idx",
+            ),
+            models.Index(fields=["pool", "id"], name="leek_task_pool_idx"),
+            models.Index(fields=["callable_path", "id"], name="leek_task_callable_idx"),
+            models.Index(fields=["enqueued_at"], name="leek_task_enqueued_idx"),
         ]
 
     def __str__(self) -> str:
@@ -358,3 +478,57 @@ class Task(models.Model):
         """Return the last line of the traceback: the error's class and message."""
         lines = self.traceback.strip().splitlines()
         return lines[-1] if lines else ""
+
+
+class Server(models.Model):
+    """One run of `manage.py leek`: where it listens, its workers, its last heartbeat.
+
+    Written by the server itself, off its loop (leek.server.heartbeat); read by `manage.py
+    leek status`, the admin and other servers. A server that stops cleanly sets stopped_at;
+    one whose heartbeat is older than LEEK["server_lease"] is stale (killed, or cut off).
+    """
+
+    host = models.CharField(max_length=255)
+    pid = models.IntegerField()
+    # "host:port" it listens on; "" in burst mode.
+    address = models.CharField(max_length=300, blank=True)
+    # The pools it serves; empty: every pool.
+    pools = models.JSONField(default=list, blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    heartbeat_at = models.DateTimeField(default=timezone.now)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    # One dict per worker: pid, state, generation, task, callable, task_since, running_for,
+    # queued, tasks_done, rss_mb.
+    workers = models.JSONField(default=list, blank=True)
+    # Tasks ended by outcome ("done", "failed", ...) and workers replaced by cause.
+    counts = models.JSONField(default=dict, blank=True)
+    restarts = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"server {self.host}:{self.pid}"
+
+    def is_stale(self, lease_seconds: float, now: datetime | None = None) -> bool:
+        """Tell whether it runs (no stopped_at) but has not beaten for `lease_seconds`."""
+        if self.stopped_at is not None:
+            return False
+        now = now or timezone.now()
+        return self.heartbeat_at < now - timedelta(seconds=lease_seconds)
+
+    @property
+    def is_live(self) -> bool:
+        """Tell whether it runs and beat within LEEK["server_lease"]."""
+        return self.stopped_at is None and not self.is_stale(conf.get().server_lease)
+
+
+class PoolPause(models.Model):
+    """A paused pool: no server starts its tasks until it is resumed (leek.control)."""
+
+    pool = models.CharField(max_length=100, unique=True)
+    paused_at = models.DateTimeField(default=timezone.now)
+    paused_by = models.CharField(max_length=150, blank=True)
+
+    def __str__(self) -> str:
+        return f"pool {self.pool} paused by {self.paused_by or '?'}"

@@ -9,6 +9,8 @@ nothing and `record()` writes without committing on its own.
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 import traceback
 from dataclasses import dataclass
@@ -19,6 +21,10 @@ from leek import hotpath, serialize
 from leek.exceptions import CallableNotFound, UnpicklableError
 from leek.hotpath import Claimed, Writer
 from leek.models import Claim, Encoding, Task, TaskStatus
+
+# A task that fails is logged here at ERROR with its exception, so that error trackers
+# hooked to `logging` (Sentry's SDK is) receive it with its traceback.
+logger = logging.getLogger("leek.task")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +77,7 @@ def execute(task: Claimed) -> Outcome:
         result = serialize.dumps_value(value, path)
     except (CallableNotFound, UnpicklableError) as exc:
         # leek's own message says it all; the traceback would only show leek's insides.
-        return failed(task, started, class_path(exc), f"{class_path(exc)}: {exc}")
+        return failed(task, started, class_path(exc), f"{class_path(exc)}: {exc}", exc)
     except Exception as exc:  # noqa: BLE001 - the task's own error is recorded, not raised
         return raised(task, started, exc)
     return Outcome(
@@ -104,11 +110,29 @@ def raised(task: Claimed, started: float, exc: BaseException) -> Outcome:
             error=note,
             attempt=task.attempts,
         )
-    return failed(task, started, class_path(exc), text)
+    return failed(task, started, class_path(exc), text, exc)
 
 
-def failed(task: Claimed, started: float, error_path: str, text: str) -> Outcome:
-    """Return the outcome of a task that FAILED with the error `error_path`, `text`."""
+def _log_failure(task: Claimed, error: str, exc: BaseException | None) -> None:
+    logger.error(
+        "task %s %s failed on worker %s (attempt %s): %s",
+        task.task_id,
+        task.callable_path,
+        os.getpid(),
+        task.attempts,
+        error,
+        exc_info=exc,
+    )
+
+
+def failed(
+    task: Claimed, started: float, error_path: str, text: str, exc: BaseException | None = None
+) -> Outcome:
+    """Return the outcome of a task that FAILED with the error `error_path`, `text`.
+
+    It is logged at ERROR, with `exc` (the exception, when there is one) as exc_info.
+    """
+    _log_failure(task, _last_line(text) or error_path, exc)
     return Outcome(
         task.task_id,
         task.callable_path,

@@ -5,6 +5,7 @@ database, made afresh by tests/conftest.py for each run, so runs can share a mac
 """
 
 import importlib.util
+import json
 import os
 
 SECRET_KEY = "leek-tests"
@@ -91,6 +92,9 @@ LEEK = {
     "sweep_interval": float(os.environ.get("LEEK_TEST_SWEEP_INTERVAL", "0.5")),
     "secret": os.environ.get("LEEK_TEST_SECRET", ""),
     "task_modules": list(filter(None, os.environ.get("LEEK_TEST_TASK_MODULES", "").split(","))),
+    "heartbeat_interval": float(os.environ.get("LEEK_TEST_HEARTBEAT_INTERVAL", "5")),
+    "server_lease": float(os.environ.get("LEEK_TEST_SERVER_LEASE", "60")),
+    "retention": json.loads(os.environ.get("LEEK_TEST_RETENTION", "{}")),
 }
 
 # Django Tasks through leek. On Django 5.2 the django-tasks backport (the test extra) stands in

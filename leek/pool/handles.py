@@ -11,6 +11,7 @@ import enum
 import signal
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -47,6 +48,8 @@ class WorkerHandle:
     # Which attempt of its task it runs (leek.models.Claim).
     attempt: int = 0
     task_started_at: float = 0.0
+    # The same moment on the wall clock, for people (Unix time).
+    task_started_wall: float = 0.0
     tasks_done: int = 0
     last_rss: int = 0
     # The running task's time limit in seconds (None: none).
@@ -72,6 +75,7 @@ class WorkerHandle:
             self.handed_on.remove(task_id)
         self.task_id, self.callable_path, self.attempt = task_id, callable_path, attempt
         self.task_started_at = time.monotonic()
+        self.task_started_wall = time.time()
         self.timeout = timeout
 
     def done(self) -> int | None:
@@ -124,6 +128,11 @@ class WorkerHandle:
             "generation": self.generation,
             "task": self.task_id,
             "callable": self.callable_path if running else "",
+            "task_since": (
+                datetime.fromtimestamp(self.task_started_wall, UTC).isoformat()
+                if running
+                else None
+            ),
             "running_for": round(now - self.task_started_at, 3) if running else None,
             "queued": list(self.queued),
             "tasks_done": self.tasks_done,

@@ -15,7 +15,7 @@ from datetime import datetime
 import psutil
 from django.db import InterfaceError, OperationalError, close_old_connections
 
-from leek.models import Claim, Task, TaskStatus
+from leek.models import TERMINATED, Claim, Task, TaskStatus
 from leek.pool.handles import WorkerHandle
 from leek.pool.limits import MB
 
@@ -23,6 +23,8 @@ logger = logging.getLogger("leek.pool")
 
 WORKER_LOST = "leek.exceptions.WorkerLost"
 TIMED_OUT = "leek.exceptions.TaskTimedOut"
+# Which counter of the supervisor a loss adds to, by its error class path.
+COUNTED = {TIMED_OUT: "timed_out", TERMINATED: "terminated"}
 
 
 def describe_loss(handle: WorkerHandle) -> tuple[str, str]:
@@ -32,6 +34,10 @@ def describe_loss(handle: WorkerHandle) -> tuple[str, str]:
         return TIMED_OUT, (
             f"{task} ran past its time limit of {handle.timeout:g} s; leek killed worker "
             f"{handle.pid} and its child processes"
+        )
+    if handle.kill_kind == "terminated":
+        return TERMINATED, (
+            f"{task} {handle.killed_for}; leek killed worker {handle.pid} and its child processes"
         )
     by = f"by leek: {handle.killed_for}" if handle.killed_for else "not by leek"
     return WORKER_LOST, (

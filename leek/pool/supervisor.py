@@ -43,6 +43,8 @@ logger = logging.getLogger("leek.pool")
 TICK = 1.0
 # Exit code after a second SIGINT, as shells report a process that SIGINT stopped (128 + 2).
 EXIT_INTERRUPTED = 130
+# Fewest seconds between two reports of the workers' state to the reporter.
+REPORT_GAP = 0.2
 
 
 class Listener(Protocol):
@@ -61,6 +63,14 @@ class Sweeper(Protocol):
     def sweep_if_due(self, now: float) -> None: ...
 
 
+class Reporter(Protocol):
+    """The writer of the server's row, off the loop (leek.server.Heartbeat)."""
+
+    def fileno(self) -> int: ...  # readable when orders wait
+    def report(self, snapshot: dict[str, Any], urgent: bool = False) -> None: ...
+    def orders(self) -> list[tuple[int, int, str]]: ...  # (task id, worker pid, by whom)
+
+
 class Supervisor:
     """Spawns, feeds, watches and replaces the worker processes."""
 
@@ -72,10 +82,15 @@ class Supervisor:
         limits: Limits | None = None,
         burst: bool = False,
         listener: Listener | None = None,
+        reporter: Reporter | None = None,
     ) -> None:
         self.backlog = backlog
         self.sweeper = sweeper
         self.listener = listener
+        self.reporter = reporter
+        # The workers changed since the last report, and when that report went.
+        self.changed = True
+        self.reported_at = 0.0
         self.size = workers
         self.limits = limits or Limits()
         self.burst = burst
@@ -90,9 +105,9 @@ class Supervisor:
         self.next_memory_poll = 0.0
         self.dispatcher = Dispatcher(backlog)
         self.settler = losses.Settler()
-        self.counts = {"done": 0, "failed": 0, "retried": 0, "lost": 0, "timed_out": 0}
+        self.counts = dict.fromkeys(_COUNTS, 0)
         # Why workers were replaced.
-        self.restarts = {"crash": 0, "memory": 0, "timeout": 0, "tasks": 0, "reload": 0}
+        self.restarts = dict.fromkeys(_RESTARTS, 0)
         self.signals = SignalSocket()
         # What the loop waits on; each key's data says what became ready.
         self.selector = selectors.DefaultSelector()
@@ -105,6 +120,8 @@ class Supervisor:
         self.selector.register(self.signals, selectors.EVENT_READ, ("signals", None))
         if self.listener is not None:
             self.selector.register(self.listener, selectors.EVENT_READ, ("listener", None))
+        if self.reporter is not None:
+            self.selector.register(self.reporter, selectors.EVENT_READ, ("orders", None))
         try:
             # A database that is not up yet is waited for, as any other refused write.
             self.settler.write("the losses of workers gone before this start", self.recover)
@@ -116,6 +133,7 @@ class Supervisor:
                 self.settler.retry_if_due(time.monotonic())
                 self.sweeper.sweep_if_due(time.monotonic())
                 self.stop_if_burst_done()
+                self.report_if_due()
             self.drain()
         except PoolFailed as exc:
             logger.error("%s", exc)
@@ -145,7 +163,19 @@ class Supervisor:
         for handle in self.workers.values():
             if handle.task_id is not None and handle.timeout:
                 limit = min(limit, handle.task_started_at + handle.timeout - now)
+        if self.changed and self.reporter is not None:
+            limit = min(limit, self.reported_at + REPORT_GAP - now)
         return max(limit, 0.0)
+
+    def report_if_due(self) -> None:
+        """Hand the workers' state to the reporter: soon after a change, else every tick."""
+        if self.reporter is None:
+            return
+        now = time.monotonic()
+        since = now - self.reported_at
+        if (self.changed and since >= REPORT_GAP) or since >= TICK:
+            self.reporter.report(self.stats(), urgent=self.changed)
+            self.changed, self.reported_at = False, now
 
     def handle(self, kind: str, handle: WorkerHandle | None) -> None:
         """Act on one thing that became ready."""
@@ -154,6 +184,9 @@ class Supervisor:
                 getattr(self, f"handle_{name}")()
         elif kind == "listener":
             self.listener.serve()
+        elif kind == "orders":
+            for task_id, pid, by in self.reporter.orders():
+                self.terminate(task_id, pid, by)
         elif handle is None or self.workers.get(handle.process.sentinel) is not handle:
             return  # a worker settled earlier in this round
         elif kind == "exit":
@@ -180,6 +213,7 @@ class Supervisor:
         self.selector.register(process.sentinel, selectors.EVENT_READ, ("exit", handle))
         self.selector.register(parent_end, selectors.EVENT_READ, ("message", handle))
         logger.debug("spawned worker %s (generation %s)", handle.pid, handle.generation)
+        self.changed = True
         return handle
 
     def current(self) -> list[WorkerHandle]:
@@ -209,6 +243,7 @@ class Supervisor:
     def retire(self, handle: WorkerHandle) -> None:
         """Ask a worker to exit after its current task; its ids sent ahead go to others."""
         handle.state = WorkerState.RETIRING
+        self.changed = True
         handle.send(messages.Retire())
         self.dispatcher.give_back(handle)
 
@@ -229,6 +264,7 @@ class Supervisor:
 
     def on_message(self, handle: WorkerHandle, message: messages.WorkerMessage) -> None:
         """Update what we know of a worker from what it says."""
+        self.changed = True
         if isinstance(message, messages.Booted):
             if handle.state is WorkerState.STARTING:
                 handle.state = WorkerState.IDLE
@@ -281,6 +317,7 @@ class Supervisor:
             while handle.conn.poll() and self._read_message(handle):
                 pass
         handle.process.join(timeout=1)
+        self.changed = True
         del self.workers[handle.process.sentinel]
         self.selector.unregister(handle.process.sentinel)
         self.selector.unregister(handle.conn)
@@ -315,7 +352,7 @@ class Supervisor:
 
         def write() -> None:
             if losses.record_loss(task_id, claim, path, described):
-                self.counts["timed_out" if path == losses.TIMED_OUT else "lost"] += 1
+                self.counts[losses.COUNTED.get(path, "lost")] += 1
 
         self.settler.write(f"the loss of task {task_id} {handle.callable_path}", write)
         self.backlog.release(handle.done())
@@ -335,11 +372,14 @@ class Supervisor:
         if poll_memory:
             self.next_memory_poll = now + TICK
         for handle in list(self.workers.values()):
-            if handle.task_id is None or handle.kill_kind:
+            if handle.kill_kind:
                 continue
+            # Idle workers' too, for the server's row (leek status).
             if poll_memory:
                 with contextlib.suppress(psutil.Error):  # exiting: its sentinel tells
                     handle.last_rss = tree_rss(handle.pid)
+            if handle.task_id is None:
+                continue
             found = self.limits.kill_reason(handle, now)
             if found is not None:
                 self._kill(handle, found[1], found[0])
@@ -375,6 +415,12 @@ class Supervisor:
             handle.process.join(timeout=5)
             self.on_exit(handle)
         self.settler.abandon()
+
+    def terminate(self, task_id: int, pid: int, by: str) -> None:
+        """Kill the worker `pid` if it still runs task `task_id`, as operator `by` asked."""
+        for handle in list(self.workers.values()):
+            if handle.pid == pid and handle.task_id == task_id and not handle.kill_kind:
+                self._kill(handle, f"terminated by {by}", "terminated")
 
     def _kill(self, handle: WorkerHandle, why: str, kind: str = "") -> None:
         """SIGKILL a worker and its children; on_exit then settles its task."""
@@ -441,5 +487,7 @@ class Supervisor:
         }
 
 
+_COUNTS = ("done", "failed", "retried", "lost", "timed_out", "terminated")
+_RESTARTS = ("crash", "memory", "timeout", "tasks", "reload", "terminated")
 # Which counter a Finished message adds to.
 _COUNTED = {"SUCCESSFUL": "done", "FAILED": "failed", "READY": "retried"}

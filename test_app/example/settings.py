@@ -52,7 +52,8 @@ TEMPLATES = [
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
-        "NAME": BASE_DIR / "db.sqlite3",
+        # LEEK_EXAMPLE_DB puts the database elsewhere (the tests of the example do).
+        "NAME": os.environ.get("LEEK_EXAMPLE_DB", BASE_DIR / "db.sqlite3"),
         # The web process and the leek workers write at the same time: WAL lets readers
         # carry on, IMMEDIATE takes the write lock up front, timeout waits for it.
         "OPTIONS": {

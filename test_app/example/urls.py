@@ -1,7 +1,9 @@
-"""URLs of the example project: the task page, its JSON feed, the offload buttons, the admin."""
+"""URLs of the example project: the task page, its JSON feed, the offload buttons, the admin,
+and leek's metrics.
+"""
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from example import views
 
@@ -10,4 +12,5 @@ urlpatterns = [
     path("tasks.json", views.tasks_json, name="tasks_json"),
     path("offload/<str:name>/", views.offload, name="offload"),
     path("admin/", admin.site.urls),
+    path("leek/", include("leek.urls")),
 ]
