@@ -28,7 +28,7 @@ from leek.adminlist import (
     moment,
 )
 from leek.adminlive import ServerAdmin
-from leek.models import Server, Task, TaskStatus
+from leek.models import Encoding, Server, Task, TaskStatus
 
 # Characters of the call and of the error the list shows; the task's page shows them whole.
 CALL_CHARS = 70
@@ -202,19 +202,26 @@ class TaskAdmin(admin.ModelAdmin):
     def call(self, task: Task) -> SafeString:
         """Show the whole call as Python."""
         return format_html(
-            '<code class="leek-code">{}</code>', calls.call_text(task.callable_path, task.payload)
+            '<code class="leek-code">{}</code>',
+            calls.call_text(task.callable_path, task.payload, task.encoding == Encoding.JSON),
         )
 
     @admin.display(description="call", ordering="callable_path")
     def call_short(self, task: Task) -> SafeString:
         """Show the call as Python, cut when long."""
-        return cut(calls.call_text(task.callable_path, task.payload), CALL_CHARS)
+        return cut(
+            calls.call_text(task.callable_path, task.payload, task.encoding == Encoding.JSON),
+            CALL_CHARS,
+        )
 
     @admin.display(description="result or error")
     def outcome(self, task: Task) -> SafeString | str:
         """Show the return value of a success, or the error of a failure."""
         if task.status == TaskStatus.SUCCESSFUL:
-            return format_html('<code class="leek-code">{}</code>', calls.value_text(task.result))
+            return format_html(
+                '<code class="leek-code">{}</code>',
+                calls.value_text(task.result, task.encoding == Encoding.JSON),
+            )
         if task.exception_class_path or task.traceback:
             return format_html('<code class="leek-code">{}</code>', task.exception_message)
         return "-"

@@ -4,7 +4,7 @@ Runs in the web process (the admin, the live page). Unpickling would import modu
 code of the task table's writers here; instead the pickle's opcodes are walked by a small
 symbolic machine that builds plain containers and reprs (`pickletools.genops` parses, nothing
 is imported), so a call reads `example.tasks.slow(seconds=5)`. A payload that starts with
-`{` or `[` is JSON text, read as such.
+`{` or `[` is JSON text, read as such, and so is anything the row says is JSON.
 """
 
 from __future__ import annotations
@@ -192,12 +192,15 @@ class _Machine:
         self.stack.pop()
 
 
-def read_value(data: bytes | memoryview | None) -> Any:
-    """Return the value a pickle (or JSON text) holds, with `Symbol`s for what it imports."""
+def read_value(data: bytes | memoryview | None, is_json: bool = False) -> Any:
+    """Return the value a pickle (or JSON text) holds, with `Symbol`s for what it imports.
+
+    `is_json`: the row says its encoding is JSON (a Django Tasks row), whatever the bytes.
+    """
     if data is None:
         raise Unreadable("nothing is stored")
     raw = bytes(data)
-    if raw[:1] in (b"{", b"["):
+    if is_json or raw[:1] in (b"{", b"["):
         try:
             return json.loads(raw)
         except ValueError as exc:
@@ -224,21 +227,21 @@ def _split_call(value: Any) -> tuple[list[Any], dict[str, Any]]:
     raise Unreadable(f"a call is (callable, args, kwargs), not {type(value).__name__}")
 
 
-def call_text(path: str, payload: bytes | memoryview | None) -> str:
+def call_text(path: str, payload: bytes | memoryview | None, is_json: bool = False) -> str:
     """Return the call as Python (`example.tasks.slow(seconds=5)`), or say why it cannot."""
     try:
-        args, kwargs = _split_call(read_value(payload))
+        args, kwargs = _split_call(read_value(payload, is_json))
         parts = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
     except (Unreadable, RecursionError) as exc:
         return f"{path}(…) (cannot be read: {exc})"
     return f"{path}({', '.join(parts)})"
 
 
-def value_text(data: bytes | memoryview | None) -> str:
+def value_text(data: bytes | memoryview | None, is_json: bool = False) -> str:
     """Return a stored return value as Python text ("-" when nothing was stored)."""
     if data is None:
         return "-"
     try:
-        return repr(read_value(data))
+        return repr(read_value(data, is_json))
     except (Unreadable, RecursionError) as exc:
         return f"(cannot be read: {exc})"

@@ -51,3 +51,12 @@ def test_a_return_value_reads_as_python():
     loop = [1]
     loop.append(loop)
     assert calls.value_text(pickle.dumps(loop)) == "[1, [...]]"
+
+
+def test_a_json_return_value_reads_as_python_whatever_its_first_byte():
+    # A Django Tasks row's result is JSON text: 42, "done", null, as well as {...} and [...].
+    assert calls.value_text(b"42", is_json=True) == "42"
+    assert calls.value_text(b'"done"', is_json=True) == "'done'"
+    assert calls.value_text(b"null", is_json=True) == "None"
+    assert calls.value_text(b'{"n": 1}', is_json=True) == "{'n': 1}"
+    assert "cannot be read" in calls.value_text(b"42")  # not a pickle
