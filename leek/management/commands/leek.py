@@ -44,6 +44,14 @@ class Command(BaseCommand):
                 subcommands.add_parser(name, help=help_text, description=help_text)
             )
 
+    def get_check_kwargs(self, options: dict[str, Any]) -> dict[str, Any]:
+        """Run the system checks that need no database.
+
+        Django 6 runs the model checks against every database unless told which: a JSONField
+        then connects. A server must start, and wait, while its database is not up yet.
+        """
+        return {**super().get_check_kwargs(options), "databases": []}
+
     def handle(self, *args: Any, **options: Any) -> None:
         """Run the subcommand, or the server when none is named."""
         name = options.get("subcommand")
