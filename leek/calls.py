@@ -220,11 +220,11 @@ def _split_call(value: Any) -> tuple[list[Any], dict[str, Any]]:
     """Return the args and kwargs of a stored call: (fn, args, kwargs), or JSON's own shapes."""
     if isinstance(value, tuple) and len(value) == 3:
         return list(value[1]), dict(value[2])
-    if isinstance(value, dict):
+    if isinstance(value, dict) and ({"args", "kwargs"} & value.keys()):
         return list(value.get("args", ())), dict(value.get("kwargs", {}))
     if isinstance(value, list) and len(value) == 2:
         return list(value[0]), dict(value[1])
-    raise Unreadable(f"a call is (callable, args, kwargs), not {type(value).__name__}")
+    raise Unreadable(f"a call is (callable, args, kwargs), not {str(value)[:200]}")
 
 
 def call_text(path: str, payload: bytes | memoryview | None, is_json: bool = False) -> str:

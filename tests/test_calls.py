@@ -38,6 +38,8 @@ def test_a_pickle_naming_a_module_that_does_not_exist_still_reads():
 def test_json_payloads_read_as_calls():
     assert calls.call_text("a.b", b'{"args": [1], "kwargs": {"k": "v"}}') == "a.b(1, k='v')"
     assert calls.call_text("a.b", b"[[1, 2], {}]") == "a.b(1, 2)"
+    # A shape it does not know is shown as it is, not as a call without arguments.
+    assert "{'task': 'x'}" in calls.call_text("a.b", b'{"task": "x"}')
 
 
 @pytest.mark.parametrize("payload", [b"\x80\x05junk", b"", b"{not json", None])
