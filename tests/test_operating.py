@@ -49,7 +49,7 @@ def test_the_server_keeps_its_row_and_marks_a_clean_stop(start_server):
     control.cancel([handle.id], "test")  # RUNNING: cancel does not touch it
     server.signal(signal.SIGINT)
     server.signal(signal.SIGINT)  # at once
-    assert server.wait_exit() == 0
+    assert server.wait_exit() == 130
     row = server_row(server)
     assert row.stopped_at is not None
     assert row.workers == []
