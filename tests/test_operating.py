@@ -48,8 +48,9 @@ def test_the_server_keeps_its_row_and_marks_a_clean_stop(start_server):
     wait_until(lambda: server_row(server).heartbeat_at > beat, 15, "the next heartbeat")
     control.cancel([handle.id], "test")  # RUNNING: cancel does not touch it
     server.signal(signal.SIGINT)
+    wait_until(lambda: "SIGINT: finishing" in server.log(), 30, "the first SIGINT")
     server.signal(signal.SIGINT)  # at once
-    assert server.wait_exit() == 0
+    assert server.wait_exit() == 130
     row = server_row(server)
     assert row.stopped_at is not None
     assert row.workers == []

@@ -99,6 +99,7 @@ def run(command: BaseCommand, options: dict[str, Any]) -> None:
         settings.pools,
         settings.heartbeat_interval,
         Purger(settings.retention) if settings.retention else None,
+        lease=settings.server_lease,
     )
     supervisor = Supervisor(
         backlog,

@@ -12,12 +12,12 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-import psutil
 from django.db import InterfaceError, OperationalError, close_old_connections
 
 from leek.models import TERMINATED, Claim, Task, TaskStatus
 from leek.pool.handles import WorkerHandle
 from leek.pool.limits import MB
+from leek.processes import may_hold
 
 logger = logging.getLogger("leek.pool")
 
@@ -123,32 +123,6 @@ class Settler:
             )
 
 
-# How much later than the task's start a process may seem to have begun and still be the
-# worker that claimed it: psutil's create_time() is only as exact as the boot time and the
-# clock ticks it is made of.
-CREATED_AFTER_SLACK = 1.0
-
-
-def _may_hold(pid: int | None, started_at: datetime | None) -> bool:
-    """Tell whether the live process `pid` could be the worker that started a task then.
-
-    A pid the kernel gave to a newer process (a restarted container numbers its processes
-    as it did before) is not that worker: it began after the task did.
-    """
-    if not pid:
-        return False
-    try:
-        process = psutil.Process(pid)
-        if process.status() == psutil.STATUS_ZOMBIE:
-            return False
-        created = process.create_time()
-    except psutil.AccessDenied:
-        return True  # another user's process: maybe that user's server's worker
-    except psutil.Error:
-        return False
-    return started_at is None or created <= started_at.timestamp() + CREATED_AFTER_SLACK
-
-
 def recover_orphans(host: str, before: datetime) -> int:
     """Settle tasks left RUNNING on `host` by workers that no longer exist; return how many.
 
@@ -159,7 +133,7 @@ def recover_orphans(host: str, before: datetime) -> int:
     rows = Task.objects.running_on(host).filter(started_at__lt=before)
     rows = rows.values_list("id", "worker_pid", "started_at", "attempts")
     for task_id, pid, started_at, attempt in rows:
-        if _may_hold(pid, started_at):
+        if may_hold(pid, started_at):
             continue  # a live worker, maybe another server's on this host
         reason = (
             f"worker {pid} on {host} was gone while running task {task_id} (its server "

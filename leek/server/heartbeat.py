@@ -7,7 +7,8 @@ thread. Each beat writes the latest snapshot; a beat the database refuses is tri
 the next one. Every second the thread also reads the terminations operators asked for on
 the tasks this server's workers hold, and hands them to the loop (`orders`), waking it
 through a socket its selector watches. It also runs the retention's purge, a small batch at
-a time (leek.retention).
+a time (leek.retention), and at each beat settles the tasks of servers whose lease ran out
+(leek.server.leases).
 
     supervisor loop ──report(stats)──► Heartbeat thread ──UPDATE──► leek_server row
           ▲                                   │
@@ -31,6 +32,7 @@ from django.utils import timezone
 
 from leek import retention
 from leek.models import Server, Task
+from leek.server import leases
 
 logger = logging.getLogger("leek.server")
 
@@ -54,6 +56,7 @@ class Heartbeat:
         pools: Sequence[str],
         interval: float,
         purge: retention.Purger | None = None,
+        lease: float = 0.0,
     ) -> None:
         self.host = socket.gethostname()
         self.pid = os.getpid()
@@ -61,6 +64,8 @@ class Heartbeat:
         self.pools = list(pools)
         self.interval = interval
         self.purge = purge
+        # Settle the tasks of servers silent for this long (0: never).
+        self.lease = lease
         self.server_id: int | None = None
         self.started_at = timezone.now()
         self._lock = threading.Lock()
@@ -122,6 +127,8 @@ class Heartbeat:
                 if now >= next_beat or self._changed.is_set():
                     self._changed.clear()
                     self._attempt("the server's heartbeat", self._beat)
+                    if self.lease:
+                        self._attempt("the tasks of silent servers", self._settle)
                     next_beat = now + self.interval
                 if now >= next_orders:
                     self._attempt("the operators' orders", self._read_orders)
@@ -159,8 +166,8 @@ class Heartbeat:
             "counts": snapshot.get("counts", {}),
             "restarts": snapshot.get("restarts", {}),
         }
-        if stopped:
-            values["stopped_at"] = now
+        # A server that was taken for gone (leek.server.leases) and beats again is live.
+        values["stopped_at"] = now if stopped else None
         written = self.server_id is not None and (
             Server.objects.filter(pk=self.server_id).update(**values)
         )
@@ -177,6 +184,9 @@ class Heartbeat:
                 **values,
             )
             self.server_id = row.pk
+
+    def _settle(self) -> None:
+        leases.settle_stale(self.host, self.pid, self.lease)
 
     def _read_orders(self) -> None:
         with self._lock:
