@@ -55,6 +55,10 @@ class Settings:
     shutdown_timeout: float = 30.0
     # Modules a worker imports at boot besides each installed app's `tasks` module.
     task_modules: tuple[str, ...] = ()
+    # The key stored pickles are signed with (empty: SECRET_KEY), and older keys that still
+    # verify (empty: SECRET_KEY_FALLBACKS), for a rotation.
+    signing_key: str = ""
+    signing_key_fallbacks: tuple[str, ...] = ()
     # Seconds between two heartbeats of a server's row in the table.
     heartbeat_interval: float = 5.0
     # Seconds after its last heartbeat that a server counts as stale (gone).
@@ -98,6 +102,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "task_timeout": (int, float),
     "shutdown_timeout": (int, float),
     "task_modules": (list, tuple),
+    "signing_key": (str,),
+    "signing_key_fallbacks": (list, tuple),
     "heartbeat_interval": (int, float),
     "server_lease": (int, float),
     "retention": (dict, tuple),
@@ -139,7 +145,7 @@ def from_mapping(raw: Mapping[str, Any]) -> Settings:
     for key, value in raw.items():
         _check_type(key, value)
     values = dict(raw)
-    for key in ("pools", "task_modules"):
+    for key in ("pools", "task_modules", "signing_key_fallbacks"):
         if key in values:
             values[key] = tuple(values[key])
     if "retention" in values:
@@ -215,6 +221,10 @@ def _check_values(settings: Settings) -> None:
 
 
 def _check_names(settings: Settings) -> None:
+    if not all(isinstance(key, str) and key for key in settings.signing_key_fallbacks):
+        raise ImproperlyConfigured(
+            "LEEK['signing_key_fallbacks'] must be a list of non-empty strings (old keys)."
+        )
     for name in settings.task_modules:
         if not isinstance(name, str) or not all(p.isidentifier() for p in name.split(".")):
             raise ImproperlyConfigured(

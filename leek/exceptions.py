@@ -51,3 +51,7 @@ class Cancelled(LeekError):
 
 class Terminated(LeekError):
     """An operator stopped the running task; leek killed its worker and the worker's children."""
+
+
+class BadSignature(LeekError):
+    """A stored pickle is unsigned or its signature does not verify; it was not unpickled."""

@@ -454,7 +454,9 @@ class Task(models.Model):
         """Return what the task returned (None until it is SUCCESSFUL)."""
         if self.encoding == Encoding.JSON:
             return None if self.result is None else serialize.loads_json(self.result)
-        return serialize.loads_value(self.result)
+        return serialize.loads_value(
+            self.result, f"the return value of task {self.pk} {self.callable_path}"
+        )
 
     @property
     def attempt_list(self) -> list[Attempt]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from django.db import router
 
 from leek import hotpath, serialize
-from leek.exceptions import CallableNotFound, UnpicklableError
+from leek.exceptions import BadSignature, CallableNotFound, UnpicklableError
 from leek.hotpath import Claimed, Writer
 from leek.models import Claim, Encoding, Task, TaskStatus
 
@@ -75,7 +75,7 @@ def execute(task: Claimed) -> Outcome:
         fn, args, kwargs = serialize.loads_call(task.payload, path)
         value = fn(*args, **kwargs)
         result = serialize.dumps_value(value, path)
-    except (CallableNotFound, UnpicklableError) as exc:
+    except (BadSignature, CallableNotFound, UnpicklableError) as exc:
         # leek's own message says it all; the traceback would only show leek's insides.
         return failed(task, started, class_path(exc), f"{class_path(exc)}: {exc}", exc)
     except Exception as exc:  # noqa: BLE001 - the task's own error is recorded, not raised

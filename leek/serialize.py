@@ -2,8 +2,8 @@
 
 Runs in the web process (dumps, at offload time) and in the workers (loads, then dumps the
 return value). `.offload()` pickles; the Django Tasks backend stores JSON (`*_json`). The
-pickled call in the database is code: only trusted writers may touch the task table, and the
-wire never carries pickles.
+pickled call in the database is code: every pickle is signed when stored and checked before
+it is unpickled (leek.signing), and the wire never carries pickles.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import pickle
 from collections.abc import Callable
 from typing import Any
 
+from leek import signing
 from leek.exceptions import CallableNotFound, UnpicklableError
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
@@ -28,9 +29,10 @@ def callable_path(fn: Callable[..., Any]) -> str:
 def dumps_call(fn: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> bytes:
     """Pickle a call; raise `UnpicklableError` naming the part that cannot be pickled."""
     try:
-        return pickle.dumps((fn, args, kwargs), PROTOCOL)
+        data = pickle.dumps((fn, args, kwargs), PROTOCOL)
     except Exception as exc:  # noqa: BLE001 - pickling raises any kind; we name the culprit
         raise _culprit(fn, args, kwargs, exc) from exc
+    return signing.sign(data)
 
 
 def _culprit(
@@ -58,9 +60,13 @@ def _culprit(
 
 
 def loads_call(payload: bytes, path: str) -> tuple[Callable[..., Any], tuple, dict[str, Any]]:
-    """Unpickle a call saved by `dumps_call`; raise `CallableNotFound` saying which callable."""
+    """Unpickle a call saved by `dumps_call`; raise `CallableNotFound` saying which callable.
+
+    Its signature is checked first (`BadSignature`: nothing is unpickled).
+    """
+    data = signing.unsign(payload, f"the call to {path}")
     try:
-        fn, args, kwargs = pickle.loads(payload)  # noqa: S301 - the task table is trusted
+        fn, args, kwargs = pickle.loads(data)  # noqa: S301 - signed by this site's key
     except Exception as exc:  # noqa: BLE001 - unpickling runs arbitrary imports
         raise CallableNotFound(
             f"Cannot load the call to {path}: {type(exc).__name__}: {exc}. Was its module "
@@ -72,18 +78,19 @@ def loads_call(payload: bytes, path: str) -> tuple[Callable[..., Any], tuple, di
 def dumps_value(value: Any, path: str) -> bytes:
     """Pickle a task's return value; raise `UnpicklableError` saying whose it is."""
     try:
-        return pickle.dumps(value, PROTOCOL)
+        data = pickle.dumps(value, PROTOCOL)
     except Exception as exc:  # noqa: BLE001
         raise UnpicklableError(
             f"The return value of {path} ({type(value).__name__}) cannot be pickled: {exc}"
         ) from exc
+    return signing.sign(data)
 
 
-def loads_value(data: bytes | memoryview | None) -> Any:
-    """Unpickle a stored return value (None when nothing was stored)."""
+def loads_value(data: bytes | memoryview | None, what: str = "a return value") -> Any:
+    """Unpickle a stored return value (None when nothing was stored); check it is signed."""
     if data is None:
         return None
-    return pickle.loads(bytes(data))  # noqa: S301 - the task table is trusted
+    return pickle.loads(signing.unsign(data, what))  # noqa: S301 - signed by this site's key
 
 
 def dumps_json(value: Any) -> bytes:

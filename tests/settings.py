@@ -91,6 +91,10 @@ LEEK = {
     "port": int(os.environ.get("LEEK_TEST_PORT", "1")),
     "sweep_interval": float(os.environ.get("LEEK_TEST_SWEEP_INTERVAL", "0.5")),
     "secret": os.environ.get("LEEK_TEST_SECRET", ""),
+    "signing_key": os.environ.get("LEEK_TEST_SIGNING_KEY", ""),
+    "signing_key_fallbacks": list(
+        filter(None, os.environ.get("LEEK_TEST_SIGNING_FALLBACKS", "").split(","))
+    ),
     "task_modules": list(filter(None, os.environ.get("LEEK_TEST_TASK_MODULES", "").split(","))),
     "heartbeat_interval": float(os.environ.get("LEEK_TEST_HEARTBEAT_INTERVAL", "5")),
     "server_lease": float(os.environ.get("LEEK_TEST_SERVER_LEASE", "60")),

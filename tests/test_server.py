@@ -1,6 +1,7 @@
 """The life of a task against a real `manage.py leek` server with real worker processes."""
 
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -8,7 +9,7 @@ from datetime import timedelta
 
 from django.db import connection, transaction
 
-from leek import serialize
+from leek import serialize, signing
 from leek.models import Task, TaskStatus
 from tests import tasks
 from tests.conftest import KIND, ROOT, holds_for, requires_postgres, wait_until
@@ -185,12 +186,13 @@ def test_a_raising_task_fails_and_the_worker_goes_on(start_server):
 
 def test_a_task_whose_code_is_gone_fails_saying_which_callable(start_server):
     start_server()
-    payload = serialize.dumps_call(tasks.add, (1, 2), {})
-    assert b"tests.tasks" in payload
+    call = pickle.dumps((tasks.add, (1, 2), {}))
+    assert b"tests.tasks" in call
     row = Task.objects.create(
         callable_path="tests.tasks.add",
-        # Same length, so the pickle stays well formed; the module does not exist.
-        payload=payload.replace(b"tests.tasks", b"tests.gone_"),
+        # Same length, so the pickle stays well formed; the module does not exist. Signed
+        # with the site's key, as a task offloaded before its module was deleted.
+        payload=signing.sign(call.replace(b"tests.tasks", b"tests.gone_")),
     )
     wait_until(lambda: Task.objects.get(pk=row.pk).is_finished)
     row.refresh_from_db()
