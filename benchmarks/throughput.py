@@ -264,7 +264,7 @@ def start_server(root: Path, port: int, workers: int, busy: bool = False) -> Ser
     env["DJANGO_SETTINGS_MODULE"] = SETTINGS_MODULE
     paths = [str(root), str(REPO_ROOT), env.get("PYTHONPATH", "")]
     env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
-    log = root / f"server-{workers}.log"
+    log = root / f"server-{port}-{workers}.log"
     command = [sys.executable, "-m", "django", "leek", "--workers", str(workers)]
     # It serves the default pool only: the offload figures go to a pool nobody serves.
     command += ["--bind", f"127.0.0.1:{port}", "--pool", "default", "-v", "0"]
