@@ -97,10 +97,10 @@ def _statements(connection: Any, raw: bool) -> dict[str, Any]:
         if not f.primary_key and f.column not in OFFLOAD_COLUMNS
     }
     columns = ", ".join(q(c) for c in OFFLOAD_COLUMNS + tuple(fixed))
-    # UPDATE ... RETURNING: SQLite from 3.35 (as INSERT ... RETURNING), PostgreSQL.
-    returning = connection.vendor in ("sqlite", "postgresql") and (
-        connection.features.can_return_columns_from_insert
-    )
+    # INSERT ... RETURNING: SQLite from 3.35, PostgreSQL, MariaDB from 10.5. UPDATE ...
+    # RETURNING: the same but MariaDB.
+    insert_returning = connection.features.can_return_columns_from_insert
+    returning = connection.vendor in ("sqlite", "postgresql") and insert_returning
     claimed = ", ".join(q(c) for c in CLAIM_COLUMNS)
     # A task of a paused pool is not claimed (leek.control.pause): it holds on every server
     # from the moment the pause commits, whatever ids a worker was sent before.
@@ -114,6 +114,7 @@ def _statements(connection: Any, raw: bool) -> dict[str, Any]:
         "fixed": tuple(fixed.values()),
         "insert": f"INSERT INTO {table} ({columns}) VALUES ",
         "row": "(" + ", ".join(["%s"] * (len(OFFLOAD_COLUMNS) + len(fixed))) + ")",
+        "insert_returning": insert_returning,
         "returning": returning,
         "claim": claim + (f" RETURNING {claimed}" if returning else ""),
         "claimed": f"SELECT {claimed} FROM {table} WHERE id = %s",
@@ -195,7 +196,7 @@ def insert(alias: str, rows: Sequence[tuple]) -> list[int]:
     turn = contextlib.nullcontext() if connection.in_atomic_block else _turn(connection)
     with turn, connection.cursor() as cursor:
         # Without RETURNING, only a one-row INSERT tells its id (lastrowid).
-        step = ROWS_PER_INSERT if sql["returning"] else 1
+        step = ROWS_PER_INSERT if sql["insert_returning"] else 1
         for start in range(0, len(rows), step):
             chunk = rows[start : start + step]
             params: list[Any] = []
@@ -206,7 +207,7 @@ def insert(alias: str, rows: Sequence[tuple]) -> list[int]:
                 params += values
                 params += fixed
             statement = sql["insert"] + ", ".join([sql["row"]] * len(chunk))
-            if sql["returning"]:
+            if sql["insert_returning"]:
                 cursor.execute(statement + " RETURNING id", params)
                 ids += [found[0] for found in cursor.fetchall()]
             else:
