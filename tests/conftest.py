@@ -8,6 +8,7 @@ share a machine.
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -74,6 +75,8 @@ def pytest_unconfigure(config):
     from django.db import connections
 
     connections.close_all()
+    # The SQLite database and the servers' logs: a run leaves nothing behind.
+    shutil.rmtree(_TMP, ignore_errors=True)
     if KIND == "postgres":
         _pg_admin(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
     elif KIND == "mariadb":
