@@ -90,8 +90,13 @@ def _parse_notify(fields: list[str]) -> Notify:
         raise WireError(f"task: {exc}") from exc
 
 
+# Digits of the largest id a task row can have (a 64-bit primary key), less one: a longer
+# number is no task, and the database drivers refuse it with an error of their own.
+MAX_ID_DIGITS = 18
+
+
 def _task_id(text: str) -> int:
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()) or len(text) > MAX_ID_DIGITS:
         raise ValueError(f"{text[:20]!r} is not a task id")
     return int(text)
 

@@ -58,6 +58,9 @@ def test_parse_ping_and_stats():
         b"task default 0 abc",
         b"task default 0 1 two 3",
         b"task default 0 -1",
+        # Past a 64-bit id the database drivers raise errors of their own (issue 13).
+        b"task default 0 9999999999999999999",
+        "task default 0 \u0663".encode(),  # a digit, but not an ASCII one
         b"task default 0 +1",
         b"task default 0 1.5",
         b"task default 0 0x10",
