@@ -597,6 +597,7 @@ def test_a_worker_killed_while_booting_is_replaced_without_counting_as_a_boot_fa
     assert handle.return_value not in killed
     log = server.log()
     assert "while booting" not in log
+    assert log.count("before it booted (not counted as a boot failure)") == 6
     assert "keep failing to boot" not in log
     assert server.stats()["restarts"]["crash"] == 6
     assert server.proc.poll() is None

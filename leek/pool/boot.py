@@ -56,6 +56,20 @@ class BootGuard:
         """Start the count again: a worker booted."""
         self.failures = 0
 
+    def killed(self, pid: int, how: str) -> None:
+        """Wait a little before the next spawn: a worker was killed from outside while booting.
+
+        It does not count towards giving up (the worker did nothing wrong), but a pause keeps
+        an outside killer (the OOM killer at boot) from making a spawn loop.
+        """
+        logger.error(
+            "worker %s %s before it booted (not counted as a boot failure); next one in %.1f s",
+            pid,
+            how,
+            BOOT_BACKOFF,
+        )
+        self.spawn_after = time.monotonic() + BOOT_BACKOFF
+
     def failed(self, pid: int, how: str, old_serving: bool) -> bool:
         """Count a worker that died booting; return True to fall back to the old generation.
 

@@ -137,7 +137,7 @@ class Supervisor:
             self.drain()
         except PoolFailed as exc:
             logger.error("%s", exc)
-            self.stop_at_once = True
+            self.stopping = self.stop_at_once = True
             self.drain()
             return 1
         finally:
@@ -336,6 +336,9 @@ class Supervisor:
             )
         if handle.state is WorkerState.STARTING and is_boot_failure(handle.process.exitcode):
             self._boot_failed(handle, how)
+        elif handle.state is WorkerState.STARTING and not self.stopping:
+            self.restarts["crash"] += 1
+            self.boot.killed(handle.pid, how)
         elif handle.kill_kind:
             self.restarts[handle.kill_kind] += 1
         elif handle.state is not WorkerState.RETIRING and not self.stopping:
@@ -358,11 +361,15 @@ class Supervisor:
         self.backlog.release(handle.done())
 
     def _boot_failed(self, handle: WorkerHandle, how: str) -> None:
-        if self.stopping:
-            return
+        if self.stopping or handle.generation != self.generation:
+            return  # a generation given up on already: its failures count no more
         old_serving = any(h.generation < self.generation for h in self.workers.values())
         if self.boot.failed(handle.pid, how, old_serving):
+            # Back to the old generation: the new one's workers, booting or booted, go.
             self.generation -= 1
+            for other in list(self.workers.values()):
+                if other.generation > self.generation and other.state is not WorkerState.RETIRING:
+                    self.retire(other)
 
     def enforce_limits(self) -> None:
         """Kill busy workers past their task's time limit or the hard memory ceiling."""
