@@ -53,5 +53,9 @@ class Terminated(LeekError):
     """An operator stopped the running task; leek killed its worker and the worker's children."""
 
 
+class OutcomeRefused(LeekError):
+    """The database refused a task's outcome (too large, or text it cannot store)."""
+
+
 class BadSignature(LeekError):
     """A stored pickle is unsigned or its signature does not verify; it was not unpickled."""

@@ -22,6 +22,10 @@ from leek.exceptions import BadSignature, CallableNotFound, UnpicklableError
 from leek.hotpath import Claimed, Writer
 from leek.models import Claim, Encoding, Task, TaskStatus
 
+# The length of Task.exception_class_path.
+CLASS_PATH_MAX = 255
+REFUSED = "leek.exceptions.OutcomeRefused"
+
 # A task that fails is logged here at ERROR with its exception, so that error trackers
 # hooked to `logging` (Sentry's SDK is) receive it with its traceback.
 logger = logging.getLogger("leek.task")
@@ -95,7 +99,7 @@ def raised(task: Claimed, started: float, exc: BaseException) -> Outcome:
 
     Called in the `except` block, whose traceback it records.
     """
-    text = traceback.format_exc()
+    text = storable(traceback.format_exc())
     if task.attempts <= task.retries:
         delay = task.retry_backoff * 2 ** (task.attempts - 1)
         note = f"{_last_line(text)}; retry {task.attempts} of {task.retries} in {delay:g} s"
@@ -104,13 +108,38 @@ def raised(task: Claimed, started: float, exc: BaseException) -> Outcome:
             task.callable_path,
             TaskStatus.READY,
             time.monotonic() - started,
-            class_path=class_path(exc),
+            class_path=class_path(exc)[:CLASS_PATH_MAX],
             text=text,
             delay=delay,
             error=note,
             attempt=task.attempts,
         )
     return failed(task, started, class_path(exc), text, exc)
+
+
+def storable(text: str) -> str:
+    """Return `text` as every database stores it: no NUL, no lone surrogate."""
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def unrecordable(outcome: Outcome, exc: Exception) -> Outcome:
+    """Return a FAILED outcome saying why the database refused `outcome`."""
+    error_path = REFUSED
+    text = storable(
+        f"{error_path}: the database refused to record the outcome of task "
+        f"{outcome.task_id} {outcome.callable_path} ({outcome.status}): "
+        f"{type(exc).__name__}: {exc}"
+    )
+    return Outcome(
+        outcome.task_id,
+        outcome.callable_path,
+        TaskStatus.FAILED,
+        outcome.duration,
+        class_path=error_path,
+        text=text,
+        error=_last_line(text),
+        attempt=outcome.attempt,
+    )
 
 
 def _log_failure(task: Claimed, error: str, exc: BaseException | None) -> None:
@@ -132,6 +161,7 @@ def failed(
 
     It is logged at ERROR, with `exc` (the exception, when there is one) as exc_info.
     """
+    error_path, text = error_path[:CLASS_PATH_MAX], storable(text)
     _log_failure(task, _last_line(text) or error_path, exc)
     return Outcome(
         task.task_id,

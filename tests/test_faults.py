@@ -81,3 +81,23 @@ def test_a_late_outcome_of_a_task_settled_elsewhere_is_discarded_and_said(start_
         server.log()
     )
     assert tasks.add.offload(1, 1).wait(60).return_value == 2
+
+
+def test_an_error_text_no_database_can_store_is_recorded_all_the_same(start_server):
+    # PostgreSQL refuses NUL in text, and no database takes a lone surrogate: the worker
+    # records them escaped (it used to retry such an outcome for ever).
+    start_server(workers=1)
+    handle = tasks.raise_value_error.offload("nul \x00 and \udcff here").wait(60)
+    assert handle.status == TaskStatus.FAILED
+    assert "nul \\x00 and \\udcff here" in handle.error
+    assert tasks.add.offload(1, 1).wait(60).return_value == 2
+
+
+def test_an_outcome_the_database_refuses_becomes_a_short_failure():
+    from leek.runner import REFUSED, Outcome, unrecordable
+
+    done = Outcome(5, "app.tasks.big", TaskStatus.SUCCESSFUL, 0.5, result=b"x", attempt=2)
+    failed = unrecordable(done, ValueError("packet too large \x00"))
+    assert (failed.status, failed.class_path, failed.attempt) == ("FAILED", REFUSED, 2)
+    assert failed.result == b""
+    assert "task 5 app.tasks.big (SUCCESSFUL): ValueError: packet too large \\x00" in failed.text

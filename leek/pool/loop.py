@@ -18,7 +18,13 @@ from collections import deque
 from multiprocessing.connection import Connection
 
 import psutil
-from django.db import DatabaseError, close_old_connections, reset_queries
+from django.db import (
+    DatabaseError,
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    reset_queries,
+)
 
 from leek import hotpath, runner
 from leek.hotpath import Claimed
@@ -98,7 +104,7 @@ class Worker:
                     self.claim_failed(exc)
                     return None
                 tries += 1
-                self.record_failed(done, exc, tries)
+                done = self.record_refused(done, exc, tries)
                 continue
             if tries:
                 logger.info(
@@ -149,6 +155,26 @@ class Worker:
         logger.exception("worker %s: database error claiming task %s", self.pid, ids)
         self.send(messages.Skipped(tuple(self.pending), f"{type(exc).__name__}: {exc}"))
         self.pending.clear()
+
+    def record_refused(self, done: Outcome, exc: DatabaseError, tries: int) -> Outcome:
+        """Return the outcome to write next, after the database failed to take `done`.
+
+        A database that went away comes back: the same outcome, after a pause. One that
+        answers and refuses this outcome (too large, text it cannot store) gets a short
+        FAILED saying so; if it refuses even that, the worker dies and the task is lost.
+        """
+        if isinstance(exc, OperationalError | InterfaceError):
+            self.record_failed(done, exc, tries)
+            return done
+        if done.class_path == runner.REFUSED:
+            raise exc
+        logger.exception(
+            "worker %s: the database refused the outcome of task %s %s",
+            self.pid,
+            done.task_id,
+            done.callable_path,
+        )
+        return runner.unrecordable(done, exc)
 
     def record_failed(self, done: Outcome, exc: DatabaseError, tries: int) -> None:
         """Wait before writing `done` again: a growing pause, at most RECORD_BACKOFF_MAX."""
