@@ -32,7 +32,7 @@ def dumps_call(fn: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> b
         data = pickle.dumps((fn, args, kwargs), PROTOCOL)
     except Exception as exc:  # noqa: BLE001 - pickling raises any kind; we name the culprit
         raise _culprit(fn, args, kwargs, exc) from exc
-    return signing.sign(data)
+    return signing.sign(data, "call")
 
 
 def _culprit(
@@ -64,7 +64,7 @@ def loads_call(payload: bytes, path: str) -> tuple[Callable[..., Any], tuple, di
 
     Its signature is checked first (`BadSignature`: nothing is unpickled).
     """
-    data = signing.unsign(payload, f"the call to {path}")
+    data = signing.unsign(payload, f"the call to {path}", "call")
     try:
         fn, args, kwargs = pickle.loads(data)  # noqa: S301 - signed by this site's key
     except Exception as exc:  # noqa: BLE001 - unpickling runs arbitrary imports
@@ -83,14 +83,14 @@ def dumps_value(value: Any, path: str) -> bytes:
         raise UnpicklableError(
             f"The return value of {path} ({type(value).__name__}) cannot be pickled: {exc}"
         ) from exc
-    return signing.sign(data)
+    return signing.sign(data, "value")
 
 
 def loads_value(data: bytes | memoryview | None, what: str = "a return value") -> Any:
     """Unpickle a stored return value (None when nothing was stored); check it is signed."""
     if data is None:
         return None
-    return pickle.loads(signing.unsign(data, what))  # noqa: S301 - signed by this site's key
+    return pickle.loads(signing.unsign(data, what, "value"))  # noqa: S301 - signed by this site's key
 
 
 def dumps_json(value: Any) -> bytes:

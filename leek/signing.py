@@ -22,16 +22,26 @@ DIGEST_SIZE = hashlib.sha256().digest_size
 _HEADER = len(MAGIC) + DIGEST_SIZE
 
 
-def sign(data: bytes) -> bytes:
-    """Return `data` with its signature under the current key in front."""
+def sign(data: bytes, purpose: str) -> bytes:
+    """Return `data` with its signature under the current key in front.
+
+    `purpose` ("call", "value") is signed too: a stored thing cannot pass for another kind.
+    """
     key = _keys(*_secrets())[0]
-    return MAGIC + hmac.new(key, data, hashlib.sha256).digest() + data
+    return MAGIC + _mac(key, purpose, data) + data
 
 
-def unsign(stored: bytes | memoryview, what: str) -> bytes:
+def _mac(key: bytes, purpose: str, data: bytes) -> bytes:
+    mac = hmac.new(key, purpose.encode() + b":", hashlib.sha256)
+    mac.update(data)
+    return mac.digest()
+
+
+def unsign(stored: bytes | memoryview, what: str, purpose: str) -> bytes:
     """Return the pickle inside `stored` if its signature verifies; raise BadSignature.
 
-    `what` names the stored thing in the error ("the call to app.tasks.send").
+    `what` names the stored thing in the error ("the call to app.tasks.send"); `purpose` is
+    the one it was signed for.
     """
     stored = bytes(stored)
     if not stored.startswith(MAGIC) or len(stored) < _HEADER:
@@ -41,7 +51,7 @@ def unsign(stored: bytes | memoryview, what: str) -> bytes:
         )
     digest, data = stored[len(MAGIC) : _HEADER], stored[_HEADER:]
     for key in _keys(*_secrets()):
-        if hmac.compare_digest(digest, hmac.new(key, data, hashlib.sha256).digest()):
+        if hmac.compare_digest(digest, _mac(key, purpose, data)):
             return data
     raise BadSignature(
         f"the signature of {what} does not verify, so it was not unpickled: it was changed "

@@ -192,7 +192,7 @@ def test_a_task_whose_code_is_gone_fails_saying_which_callable(start_server):
         callable_path="tests.tasks.add",
         # Same length, so the pickle stays well formed; the module does not exist. Signed
         # with the site's key, as a task offloaded before its module was deleted.
-        payload=signing.sign(call.replace(b"tests.tasks", b"tests.gone_")),
+        payload=signing.sign(call.replace(b"tests.tasks", b"tests.gone_"), "call"),
     )
     wait_until(lambda: Task.objects.get(pk=row.pk).is_finished)
     row.refresh_from_db()

@@ -109,3 +109,10 @@ def test_a_result_changed_in_the_table_is_not_unpickled(settings, tmp_path):
     with pytest.raises(BadSignature, match=f"the return value of task {handle.id}"):
         handle.refresh().return_value  # noqa: B018 - reading it is the test
     assert not marker.exists()
+
+
+def test_a_signed_result_cannot_pass_for_a_call():
+    # Both are signed with the site's key, each for its own purpose.
+    value = serialize.dumps_value((tasks.add, (1, 2), {}), "tests.tasks.add")
+    with pytest.raises(BadSignature, match="does not verify"):
+        serialize.loads_call(value, "tests.tasks.add")
