@@ -225,7 +225,9 @@ class TaskQuerySet(models.QuerySet):
             exception_class_path=class_path,
             traceback=text,
         )
-        return bool(running.update(history=[*history, attempt.to_json()], **values))
+        # Back to READY: the next claim writes its own start and worker.
+        ended = {"started_at": None, "worker_pid": None, "worker_host": ""}
+        return bool(running.update(history=[*history, attempt.to_json()], **ended, **values))
 
     def lose(
         self, task_id: int, claim: Claim, reason: str, path: str = "leek.exceptions.WorkerLost"
@@ -319,7 +321,7 @@ class TaskQuerySet(models.QuerySet):
         """Return (id, pid, by) of the tasks in `held` (id -> worker pid) asked to terminate."""
         rows = self.filter(
             id__in=list(held), status=TaskStatus.RUNNING, control_action=ControlAction.TERMINATE
-        )
+        ).filter(control_at__gte=F("started_at"))  # asked of this attempt, not an earlier one
         return [
             (task_id, pid, by)
             for task_id, pid, by in rows.values_list("id", "worker_pid", "control_by")

@@ -75,8 +75,9 @@ def test_cancel_ends_ready_tasks_failed_with_cancelled():
 
 
 def test_terminate_records_the_request_on_running_tasks_only():
-    running = row(TaskStatus.RUNNING, worker_pid=77, worker_host="h")
-    other = row(TaskStatus.RUNNING, worker_pid=78, worker_host="h")
+    started = timezone.now() - timedelta(minutes=1)
+    running = row(TaskStatus.RUNNING, worker_pid=77, worker_host="h", started_at=started)
+    other = row(TaskStatus.RUNNING, worker_pid=78, worker_host="h", started_at=started)
     ready = row()
     assert control.terminate([running.pk, ready.pk], "carol") == [running.pk]
     running.refresh_from_db()
@@ -86,6 +87,10 @@ def test_terminate_records_the_request_on_running_tasks_only():
     assert Task.objects.terminations_for(held) == [(running.pk, 77, "carol")]
     # Another pid holds that id now (a re-run): not this worker's to kill.
     assert Task.objects.terminations_for({running.pk: 99}) == []
+    # A request made before the attempt that runs now (it raised and was retried meanwhile)
+    # does not kill the new attempt.
+    Task.objects.filter(pk=running.pk).update(started_at=timezone.now() + timedelta(seconds=5))
+    assert Task.objects.terminations_for(held) == []
 
 
 def test_pause_and_resume_a_pool():

@@ -39,22 +39,28 @@ def settle_stale(host: str, pid: int, lease: float) -> int:
     for stale in running.filter(heartbeat_at__lt=deadline).exclude(host=host, pid=pid):
         if stale.host != host and stale.host in live_hosts:
             continue  # a live server on that host checks its pids
-        settled += _settle(stale, host, pid, lease)
-        # Done with it, unless it came back meanwhile (then it beat since).
-        Server.objects.filter(pk=stale.pk, heartbeat_at=stale.heartbeat_at).update(stopped_at=now)
+        count, left = _settle(stale, host, pid, lease)
+        settled += count
+        if not left:  # done with it, unless it came back meanwhile (then it beat since)
+            gone = Server.objects.filter(pk=stale.pk, heartbeat_at=stale.heartbeat_at)
+            gone.update(stopped_at=now)
     return settled
 
 
-def _settle(stale: Server, host: str, pid: int, lease: float) -> int:
-    """Settle the RUNNING tasks that the workers of `stale` may have held."""
+def _settle(stale: Server, host: str, pid: int, lease: float) -> tuple[int, int]:
+    """Settle the RUNNING tasks that the workers of `stale` may have held.
+
+    Return how many were settled, and how many were left to a live worker on this host.
+    """
     same_host = stale.host == host
     rows = Task.objects.filter(
         status=TaskStatus.RUNNING, worker_host=stale.host, started_at__gte=stale.started_at
     ).values_list("id", "callable_path", "worker_pid", "started_at", "attempts")
-    settled = 0
+    settled = left = 0
     for task_id, path, worker, started_at, attempt in rows:
         if same_host and may_hold(worker, started_at):
-            continue  # a live worker: another server's on this host, or this one's
+            left += 1  # a live worker: another server's on this host, or this one's
+            continue
         beat = stale.heartbeat_at.isoformat(timespec="seconds")
         reason = (
             f"worker {worker} on {stale.host} was lost with its server {stale.host}:"
@@ -65,4 +71,4 @@ def _settle(stale: Server, host: str, pid: int, lease: float) -> int:
         if status:
             logger.error("task %s: %s (%s)", task_id, reason, status)
             settled += 1
-    return settled
+    return settled, left
