@@ -158,14 +158,18 @@ def _turn_fd(connection: Any) -> int | None:
             return found[1]
         # Forked: a lock shared with the parent would not keep the two apart.
         os.close(found[1])
-    digest = hashlib.sha256(os.path.realpath(name).encode()).hexdigest()[:20]
-    lock_path = os.path.join(tempfile.gettempdir(), f"leek-{digest}.lock")
     try:
-        fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(turn_lock_path(name), os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError:
         return None
     _turns[name] = (pid, fd)
     return fd
+
+
+def turn_lock_path(name: str) -> str:
+    """Return the lock file leek's writers to the SQLite database `name` take turns on."""
+    digest = hashlib.sha256(os.path.realpath(name).encode()).hexdigest()[:20]
+    return os.path.join(tempfile.gettempdir(), f"leek-{digest}.lock")
 
 
 @contextlib.contextmanager

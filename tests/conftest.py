@@ -75,7 +75,12 @@ def pytest_unconfigure(config):
     from django.db import connections
 
     connections.close_all()
-    # The SQLite database and the servers' logs: a run leaves nothing behind.
+    # The SQLite database, its turn lock and the servers' logs: a run leaves nothing behind.
+    if KIND == "sqlite":
+        from leek import hotpath
+
+        with contextlib.suppress(OSError):
+            os.unlink(hotpath.turn_lock_path(DB_NAME))
     shutil.rmtree(_TMP, ignore_errors=True)
     if KIND == "postgres":
         _pg_admin(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
