@@ -850,7 +850,7 @@ def test_a_server_started_before_its_database_waits_for_it(start_server, databas
     assert "found at the next start" in Task.objects.get(pk=orphan.pk).traceback
     assert finished(tasks.return_pid.offload()).status == TaskStatus.SUCCESSFUL
     assert "the database took the writes it had refused" in server.log()
-    assert server.stats()["ready"] == 0
+    wait_until(lambda: server.stats()["ready"] == 0, 30, "the count of READY tasks")
 
 
 def test_a_burst_started_before_its_database_runs_its_tasks_once_it_answers(

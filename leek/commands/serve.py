@@ -11,10 +11,10 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import DatabaseError, InterfaceError, connections, router
+from django.db import connections, router
 
 from leek import conf
-from leek.models import Task, TaskStatus
+from leek.models import Task
 from leek.pool.limits import Limits
 from leek.pool.supervisor import Supervisor
 from leek.retention import Purger
@@ -89,7 +89,7 @@ def run(command: BaseCommand, options: dict[str, Any]) -> None:
             listener = Listener(
                 settings.bind_address,
                 backlog.add_announced,
-                lambda: {**supervisor.stats(), "ready": _ready_count()},
+                lambda: {**supervisor.stats(), "ready": heartbeat.ready},
                 settings.secret,
             )
         except OSError as exc:
@@ -142,14 +142,6 @@ def _settings(options: dict[str, Any]) -> conf.Settings:
             "127.0.0.1."
         )
     return settings
-
-
-def _ready_count() -> int | None:
-    """Count the READY rows (None while the database does not answer)."""
-    try:
-        return Task.objects.filter(status=TaskStatus.READY).count()
-    except (DatabaseError, InterfaceError):
-        return None
 
 
 def _banner(settings: conf.Settings, listener: Listener | None) -> str:

@@ -31,7 +31,7 @@ from django.db import DatabaseError, InterfaceError, connections, router, transa
 from django.utils import timezone
 
 from leek import retention
-from leek.models import Server, Task
+from leek.models import Server, Task, TaskStatus
 from leek.server import leases
 
 logger = logging.getLogger("leek.server")
@@ -67,6 +67,9 @@ class Heartbeat:
         # Settle the tasks of servers silent for this long (0: never).
         self.lease = lease
         self.server_id: int | None = None
+        # READY tasks in the table at the last beat (None: the database did not answer), for
+        # the `stats` wire command, which the loop answers without asking the database.
+        self.ready: int | None = None
         self.started_at = timezone.now()
         self._lock = threading.Lock()
         self._snapshot: dict[str, Any] = {}
@@ -127,6 +130,7 @@ class Heartbeat:
                 if now >= next_beat or self._changed.is_set():
                     self._changed.clear()
                     self._attempt("the server's heartbeat", self._beat)
+                    self._attempt("the count of READY tasks", self._count_ready)
                     if self.lease:
                         self._attempt("the tasks of silent servers", self._settle)
                     next_beat = now + self.interval
@@ -184,6 +188,10 @@ class Heartbeat:
                 **values,
             )
             self.server_id = row.pk
+
+    def _count_ready(self) -> None:
+        self.ready = None
+        self.ready = Task.objects.filter(status=TaskStatus.READY).count()
 
     def _settle(self) -> None:
         leases.settle_stale(self.host, self.pid, self.lease)
