@@ -118,6 +118,10 @@ def _statements(connection: Any, raw: bool) -> dict[str, Any]:
         "returning": returning,
         "claim": claim + (f" RETURNING {claimed}" if returning else ""),
         "claimed": f"SELECT {claimed} FROM {table} WHERE id = %s",
+        "reclaim": (
+            f"SELECT {claimed} FROM {table} "
+            "WHERE id = %s AND status = %s AND worker_pid = %s AND worker_host = %s"
+        ),
         "succeed": (
             f"UPDATE {table} SET status = %s, finished_at = %s, result = %s, "
             f"{q('exception_class_path')} = '', {q('traceback')} = '' "
@@ -220,6 +224,13 @@ def insert(alias: str, rows: Sequence[tuple]) -> list[int]:
     return ids
 
 
+def _claimed(task_id: int, found: Sequence[Any] | None) -> Claimed | None:
+    if found is None:
+        return None
+    path, payload, timeout, attempts, retries, backoff, encoding = found
+    return Claimed(task_id, path, bytes(payload), timeout, attempts, retries, backoff, encoding)
+
+
 class Writer:
     """The claim and success statements, on the cursor of one open transaction."""
 
@@ -242,12 +253,17 @@ class Writer:
             if cursor.rowcount:
                 cursor.execute(sql["claimed"], (task_id,))
                 found = cursor.fetchone()
-        if found is None:
-            return None
-        path, payload, timeout, attempts, retries, backoff, encoding = found
-        return Claimed(
-            task_id, path, bytes(payload), timeout, attempts, retries, backoff, encoding
-        )
+        return _claimed(task_id, found)
+
+    def reclaim(self, task_id: int, pid: int, host: str) -> Claimed | None:
+        """Return the task if the worker `pid` on `host` holds it RUNNING; else None.
+
+        For an id whose claim went into a transaction the worker did not see end (the
+        connection broke at COMMIT): the claim may have been committed all the same.
+        """
+        running = TaskStatus.RUNNING.value
+        self._cursor.execute(self._sql["reclaim"], (task_id, running, pid, host))
+        return _claimed(task_id, self._cursor.fetchone())
 
     def succeed(self, task_id: int, claim: Claim, result: bytes) -> bool:
         """Record that the task ran to the end under `claim`, and what it returned."""

@@ -97,3 +97,16 @@ def test_a_forked_process_takes_its_own_turn():
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
     assert child.exitcode == 0
+
+
+def test_a_claim_whose_commit_was_not_seen_is_taken_up_by_its_worker_only(notified_nowhere):
+    # The connection broke at COMMIT: the worker does not know its claim went through.
+    task_id = tasks.add.offload(1, 2).id
+    with hotpath.transaction(database()) as writer:
+        assert writer.claim(task_id, 4242, "host").attempts == 1
+    with hotpath.transaction(database()) as writer:
+        assert writer.claim(task_id, 4242, "host") is None  # not READY any more
+        assert writer.reclaim(task_id, 4343, "host") is None  # another worker's
+        assert writer.reclaim(task_id, 4242, "other") is None  # another host's
+        again = writer.reclaim(task_id, 4242, "host")
+    assert (again.task_id, again.attempts, again.callable_path) == (task_id, 1, "tests.tasks.add")

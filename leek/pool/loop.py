@@ -52,6 +52,8 @@ class Worker:
         self.alias = runner.database()
         # Ids sent by the supervisor and not yet claimed, in order.
         self.pending: deque[int] = deque()
+        # Ids tried in a transaction that failed: their claim may have been committed.
+        self.uncertain: set[int] = set()
         self.retiring = False
 
     def serve(self) -> None:
@@ -91,22 +93,27 @@ class Worker:
         """Record `done` and claim the next pending task, in one transaction; return it.
 
         Between two tasks the worker does what Django's request cycle does: it resets the
-        query log and closes connections that are broken or past CONN_MAX_AGE. An outcome
-        the database refuses is written again, on a new connection, until it is taken: the
-        task ran, and its claim still stands (issue 13).
+        query log and closes connections that are broken or past CONN_MAX_AGE. While the
+        database is away, the transaction is tried again, on a new connection, until it is
+        taken: the task ran, its claim still stands, and a claim whose COMMIT was not seen is
+        taken up again (Writer.reclaim) rather than left RUNNING with nobody on it (issue 13).
         """
         tries = 0
         while True:
             try:
                 task, tried = self.record_and_claim(done, may_claim)
             except DatabaseError as exc:
-                if done is None:
+                gone = isinstance(exc, OperationalError | InterfaceError)
+                if done is None and not gone:
                     self.claim_failed(exc)
                     return None
                 tries += 1
-                done = self.record_refused(done, exc, tries)
+                if done is None:
+                    self.wait(exc, tries)
+                else:
+                    done = self.record_refused(done, exc, tries)
                 continue
-            if tries:
+            if tries and done is not None:
                 logger.info(
                     "worker %s: recorded task %s %s after %s tries",
                     self.pid,
@@ -139,14 +146,21 @@ class Worker:
         task = None
         reset_queries()
         close_old_connections()
-        with hotpath.transaction(self.alias, raw=True) as writer:
-            if done is not None and not runner.record(writer, done, self.pid, self.host):
-                self.discarded(done)
-            for task_id in self.pending if may_claim else ():
-                tried.append(task_id)
-                task = writer.claim(task_id, self.pid, self.host)
-                if task is not None:
-                    break
+        try:
+            with hotpath.transaction(self.alias, raw=True) as writer:
+                if done is not None and not runner.record(writer, done, self.pid, self.host):
+                    self.discarded(done)
+                for task_id in self.pending if may_claim else ():
+                    tried.append(task_id)
+                    task = writer.claim(task_id, self.pid, self.host)
+                    if task is None and task_id in self.uncertain:
+                        task = writer.reclaim(task_id, self.pid, self.host)
+                    if task is not None:
+                        break
+        except DatabaseError:
+            self.uncertain.update(tried)
+            raise
+        self.uncertain.difference_update(tried)
         return task, tried
 
     def claim_failed(self, exc: DatabaseError) -> None:
@@ -164,7 +178,7 @@ class Worker:
         FAILED saying so; if it refuses even that, the worker dies and the task is lost.
         """
         if isinstance(exc, OperationalError | InterfaceError):
-            self.record_failed(done, exc, tries)
+            self.wait(exc, tries, done)
             return done
         if done.class_path == runner.REFUSED:
             raise exc
@@ -176,16 +190,21 @@ class Worker:
         )
         return runner.unrecordable(done, exc)
 
-    def record_failed(self, done: Outcome, exc: DatabaseError, tries: int) -> None:
-        """Wait before writing `done` again: a growing pause, at most RECORD_BACKOFF_MAX."""
+    def wait(self, exc: DatabaseError, tries: int, done: Outcome | None = None) -> None:
+        """Wait for a database that went away: a growing pause, at most RECORD_BACKOFF_MAX.
+
+        The ids sent ahead stay with this worker meanwhile: one may have been claimed in the
+        transaction that failed (self.uncertain), and only this worker can take it up again.
+        """
         delay = min(RECORD_BACKOFF * 2 ** (tries - 1), RECORD_BACKOFF_MAX)
+        what = (
+            "claiming" if done is None else f"recording task {done.task_id} {done.callable_path}"
+        )
         log = logger.error if tries == 1 else logger.debug
         log(
-            "worker %s: database error recording task %s %s (%s: %s); trying again every "
-            "%g s at most",
+            "worker %s: database error %s (%s: %s); trying again every %g s at most",
             self.pid,
-            done.task_id,
-            done.callable_path,
+            what,
             type(exc).__name__,
             exc,
             RECORD_BACKOFF_MAX,
