@@ -101,6 +101,17 @@ def log_in(browser, base):
     wait_until(lambda: "Site administration" in browser.page_source, 30, "the admin index")
 
 
+def texts(browser, css):
+    """Return the text of each element `css` selects; None if the page redrew meanwhile."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    try:
+        return [element.text for element in browser.find_elements(By.CSS_SELECTOR, css)]
+    except StaleElementReferenceException:  # the live page redraws every 2 s
+        return None
+
+
 def test_the_live_page_shows_a_busy_pool_in_a_real_browser(
     start_server, live_server, browser, settings
 ):
@@ -120,18 +131,18 @@ def test_the_live_page_shows_a_busy_pool_in_a_real_browser(
     pids = [Task.objects.get(pk=h.id).worker_pid for h in running]
 
     def shows_busy_workers():
-        rows = browser.find_elements(By.CSS_SELECTOR, "tr.leek-worker.leek-busy")
-        text = " ".join(row.text for row in rows)
-        return len(rows) == 2 and all(str(pid) in text for pid in pids) and text
+        rows = texts(browser, "tr.leek-worker.leek-busy")
+        text = " ".join(rows or ())
+        return rows is not None and len(rows) == 2 and all(str(p) in text for p in pids) and text
 
     # The page redraws itself: the first heartbeat may come after the page was loaded.
     text = wait_until(shows_busy_workers, 30, "two busy workers on the live page")
     assert "tests.tasks.sleep_seconds" in text
     assert str(running[0].id) in text
-    server_box = browser.find_element(By.CSS_SELECTOR, f'[data-server$=":{server.pid}"]')
-    assert "live" in server_box.text
-    backlog = browser.find_element(By.CSS_SELECTOR, "table.leek-backlog").text
-    assert f"default {len(waiting)}" in backlog
+    box = f'[data-server$=":{server.pid}"]'
+    wait_until(lambda: "live" in " ".join(texts(browser, box) or ()), 30, "the server live")
+    backlog = f"default {len(waiting)}"
+    wait_until(lambda: backlog in " ".join(texts(browser, "table.leek-backlog") or ()), 30)
     target = os.environ.get("LEEK_SCREENSHOT")
     if target:
         browser.set_window_size(1200, 760)
