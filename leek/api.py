@@ -20,8 +20,9 @@ from typing import Any, overload
 
 from django.db import router, transaction
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
-from leek import client, conf, hotpath, runner, serialize
+from leek import client, conf, hotpath, jsoncall, runner, serialize
 from leek.exceptions import TaskFailed, TaskNotFinished, TaskTimeout
 from leek.models import Encoding, Task, TaskStatus
 
@@ -41,8 +42,12 @@ class TaskOptions:
     # Runs again after its worker died, this many times (a task that kills its worker
     # every time must not loop for ever).
     lost_retries: int = 0
+    # "pickle" or "json" (plain data only); "": LEEK["serializer"].
+    serializer: str = ""
 
     def __post_init__(self) -> None:
+        if self.serializer not in ("", *conf.SERIALIZERS):
+            raise ValueError(f"serializer={self.serializer!r}: give 'pickle' or 'json'.")
         if not isinstance(self.pool, str) or not self.pool or any(c.isspace() for c in self.pool):
             raise ValueError(
                 f"pool={self.pool!r}: a pool name is a non-empty word without spaces."
@@ -256,13 +261,43 @@ def _offload(configured: ConfiguredTask, calls: list[tuple[tuple, dict]]) -> lis
             f"{path} is defined in __main__, which a worker cannot import; "
             "move it into a module of your project."
         )
-    payloads = [serialize.dumps_call(fn, args, kwargs) for args, kwargs in calls]
-    saved = save(options, path, payloads, Encoding.PICKLE)
+    encoding = _encoding(options, path)
+    if encoding == Encoding.JSON:
+        _check_json_task(fn, path)
+        payloads = [serialize.dumps_json_call(path, args, kwargs) for args, kwargs in calls]
+    else:
+        payloads = [serialize.dumps_call(fn, args, kwargs) for args, kwargs in calls]
+    saved = save(options, path, payloads, encoding)
     handles = [TaskHandle(task_id, path, saved.using) for task_id in saved.ids]
     if conf.get().eager:  # they ran already
         for handle in handles:
             handle.refresh()
     return handles
+
+
+def _encoding(options: TaskOptions, path: str) -> Encoding:
+    """Return how the calls of a task are stored: its own choice, else the site's."""
+    site = conf.get().serializer
+    chosen = options.serializer or site
+    if chosen == "pickle" and site == "json":
+        raise serialize.UnpicklableError(
+            f"{path} asks for serializer='pickle', but LEEK['serializer'] is 'json': this "
+            "site stores no pickles. Pass plain data and drop serializer='pickle'."
+        )
+    return Encoding.JSON if chosen == "json" else Encoding.PICKLE
+
+
+def _check_json_task(fn: Callable[..., Any], path: str) -> None:
+    """Raise unless a worker can find `fn` by its path alone, as a JSON row names it."""
+    try:
+        found = import_string(path)
+    except ImportError:
+        found = None
+    if found is not fn or not jsoncall.is_declared(fn):
+        raise serialize.UnserializableError(
+            f"{path} cannot be stored as JSON: a JSON row names its task by path, so the task "
+            "must be a function declared with @leek.task at the top level of a module."
+        )
 
 
 @dataclass(frozen=True, slots=True)

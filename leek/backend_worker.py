@@ -10,7 +10,6 @@ recorded by the worker loop, as every task's is.
 
 from __future__ import annotations
 
-import time
 import traceback
 
 from django.utils import timezone
@@ -59,14 +58,7 @@ def execute(task: Claimed, started: float) -> runner.Outcome:
         return outcome
     object.__setattr__(result, "_return_value", value)
     _finished(sender, result, TaskResultStatus.SUCCESSFUL)
-    return runner.Outcome(
-        task.task_id,
-        task.callable_path,
-        TaskStatus.SUCCESSFUL,
-        time.monotonic() - started,
-        result=data,
-        attempt=task.attempts,
-    )
+    return runner.succeeded(task, started, data)
 
 
 def _finished(sender: type, result: TaskResult, status: TaskResultStatus) -> None:

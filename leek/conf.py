@@ -59,6 +59,9 @@ class Settings:
     # verify (empty: SECRET_KEY_FALLBACKS), for a rotation.
     signing_key: str = ""
     signing_key_fallbacks: tuple[str, ...] = ()
+    # How `.offload()` stores a call and its return value: "pickle" (any Python value) or
+    # "json" (plain data only; workers then refuse every pickled row).
+    serializer: str = "pickle"
     # Seconds between two heartbeats of a server's row in the table.
     heartbeat_interval: float = 5.0
     # Seconds after its last heartbeat that a server counts as stale (gone).
@@ -104,6 +107,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "task_modules": (list, tuple),
     "signing_key": (str,),
     "signing_key_fallbacks": (list, tuple),
+    "serializer": (str,),
     "heartbeat_interval": (int, float),
     "server_lease": (int, float),
     "retention": (dict, tuple),
@@ -220,7 +224,14 @@ def _check_values(settings: Settings) -> None:
     _check_names(settings)
 
 
+SERIALIZERS = ("pickle", "json")
+
+
 def _check_names(settings: Settings) -> None:
+    if settings.serializer not in SERIALIZERS:
+        raise ImproperlyConfigured(
+            f"LEEK['serializer'] = {settings.serializer!r}; write 'pickle' or 'json'."
+        )
     if not all(isinstance(key, str) and key for key in settings.signing_key_fallbacks):
         raise ImproperlyConfigured(
             "LEEK['signing_key_fallbacks'] must be a list of non-empty strings (old keys)."

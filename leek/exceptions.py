@@ -9,6 +9,14 @@ class UnpicklableError(LeekError, TypeError):
     """A task's callable, an argument or a return value cannot be pickled."""
 
 
+class UnserializableError(LeekError, TypeError):
+    """An argument or return value of a JSON task is not plain JSON data."""
+
+
+class PickleRefused(LeekError):
+    """The site stores no pickles (LEEK["serializer"] = "json"); a pickled row is not run."""
+
+
 class TaskNotFinished(LeekError, ValueError):
     """The task has no return value or error yet."""
 
@@ -42,7 +50,7 @@ class TaskTimedOut(LeekError):
 
 
 class NotATask(LeekError):
-    """A Django Tasks row names something that is not a django.tasks Task; it is not run."""
+    """A JSON row names something that is not a declared task; it is not run."""
 
 
 class Cancelled(LeekError):

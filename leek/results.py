@@ -48,7 +48,8 @@ def resolve(path: str) -> Task:
     if not isinstance(found, Task):
         raise LookupError(
             f"{path} is a {type(found).__module__}.{type(found).__qualname__}, not a "
-            "django.tasks Task; a Django Tasks row only runs functions declared with @task."
+            "django.tasks Task; a JSON row runs only functions declared with django.tasks' "
+            "@task or with @leek.task."
         )
     return found
 

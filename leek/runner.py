@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 from django.db import router
 
-from leek import hotpath, serialize
-from leek.exceptions import BadSignature, CallableNotFound, UnpicklableError
+from leek import conf, hotpath, serialize
+from leek.exceptions import BadSignature, CallableNotFound, PickleRefused, UnpicklableError
 from leek.hotpath import Claimed, Writer
 from leek.models import Claim, Encoding, Task, TaskStatus
 
@@ -71,27 +71,45 @@ def execute(task: Claimed) -> Outcome:
     """Load and run a claimed task; return its outcome, not yet recorded."""
     started = time.monotonic()
     if task.encoding == Encoding.JSON:
-        from leek import backend_worker  # imports the Django Tasks framework
+        from leek import jsoncall
 
-        return backend_worker.execute(task, started)
+        return jsoncall.execute(task, started)
     path = task.callable_path
+    if conf.get().serializer == "json":
+        error = PickleRefused(
+            f"task {task.task_id} {path} is stored as a pickle, and LEEK['serializer'] is "
+            "'json': this site runs no pickles. It was not unpickled."
+        )
+        return refused(task, started, error)
     try:
         fn, args, kwargs = serialize.loads_call(task.payload, path)
         value = fn(*args, **kwargs)
         result = serialize.dumps_value(value, path)
     except (BadSignature, CallableNotFound, UnpicklableError) as exc:
-        # leek's own message says it all; the traceback would only show leek's insides.
-        return failed(task, started, class_path(exc), f"{class_path(exc)}: {exc}", exc)
+        return refused(task, started, exc)
     except Exception as exc:  # noqa: BLE001 - the task's own error is recorded, not raised
         return raised(task, started, exc)
+    return succeeded(task, started, result)
+
+
+def succeeded(task: Claimed, started: float, result: bytes) -> Outcome:
+    """Return the outcome of a task that returned, its value encoded as `result`."""
     return Outcome(
         task.task_id,
-        path,
+        task.callable_path,
         TaskStatus.SUCCESSFUL,
         time.monotonic() - started,
         result=result,
         attempt=task.attempts,
     )
+
+
+def refused(task: Claimed, started: float, exc: Exception) -> Outcome:
+    """Return the FAILED outcome of a task leek could not load or store (`exc` is leek's).
+
+    leek's own message says it all; the traceback would only show leek's insides.
+    """
+    return failed(task, started, class_path(exc), f"{class_path(exc)}: {exc}", exc)
 
 
 def raised(task: Claimed, started: float, exc: BaseException) -> Outcome:

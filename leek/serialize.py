@@ -1,7 +1,8 @@
 """Encode and decode task calls and return values: the only module that calls pickle.loads.
 
 Runs in the web process (dumps, at offload time) and in the workers (loads, then dumps the
-return value). `.offload()` pickles; the Django Tasks backend stores JSON (`*_json`). The
+return value). `.offload()` pickles, or stores JSON when LEEK["serializer"] or the task says
+so; the Django Tasks backend stores JSON (`*_json`). The
 pickled call in the database is code: every pickle is signed when stored and checked before
 it is unpickled (leek.signing), and the wire never carries pickles.
 """
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from leek import signing
-from leek.exceptions import CallableNotFound, UnpicklableError
+from leek.exceptions import CallableNotFound, UnpicklableError, UnserializableError
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 
@@ -91,6 +92,48 @@ def loads_value(data: bytes | memoryview | None, what: str = "a return value") -
     if data is None:
         return None
     return pickle.loads(signing.unsign(data, what, "value"))  # noqa: S301 - signed by this site's key
+
+
+def dumps_json_call(path: str, args: tuple, kwargs: dict[str, Any]) -> bytes:
+    """Encode a call as JSON; raise `UnserializableError` naming an argument that is not JSON.
+
+    The shape of the Django Tasks backend's rows: {"args": [...], "kwargs": {...}}.
+    """
+    parts = [(f"argument {i}", a) for i, a in enumerate(args)]
+    parts += [(f"argument {name!r}", v) for name, v in kwargs.items()]
+    for label, value in parts:
+        check_json(value, f"{label} of {path}")
+    return dumps_json({"args": list(args), "kwargs": kwargs})
+
+
+def check_json(value: Any, what: str) -> None:
+    """Raise `UnserializableError` unless `value` is JSON data that reads back the same.
+
+    Tuples are taken (they read back as lists); dict keys must be strings, numbers finite.
+    """
+    if value is None or isinstance(value, bool | int | str):
+        return
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise UnserializableError(f"{what} is {value!r}, which JSON cannot hold.")
+        return
+    if isinstance(value, list | tuple):
+        for item in value:
+            check_json(item, what)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise UnserializableError(
+                    f"{what} has the key {key!r}; JSON keys are strings, write str({key!r})."
+                )
+            check_json(item, what)
+        return
+    raise UnserializableError(
+        f"{what} holds a {type(value).__module__}.{type(value).__qualname__}, which is not "
+        "JSON data (None, bool, int, float, str, list, dict); pass ids and plain values and "
+        "load the rest inside the task."
+    )
 
 
 def dumps_json(value: Any) -> bytes:

@@ -168,3 +168,16 @@ def sleep_then_write_row(n, seconds=0.01):
 def echo_bytes(data):
     """Return the length of `data` (a large argument makes a large payload to load)."""
     return len(data)
+
+
+@leek.task(serializer="json")
+def json_describe(name, sizes, options=None):
+    """Return what it was given, as JSON data: a task stored without a pickle."""
+    return {"name": name, "total": sum(sizes), "options": options, "pid": os.getpid()}
+
+
+@leek.task
+def make_directory(path):
+    """Make a directory: a task whose run is easy to see from outside."""
+    os.mkdir(path)
+    return path

@@ -259,9 +259,13 @@ def test_a_row_naming_anything_but_a_task_is_never_run(start_server):
         60,
         "the four rows to fail",
     )
-    for row in Task.objects.filter(pk__in=ids):
-        assert row.exception_class_path == "leek.exceptions.NotATask"
-        assert "not a django.tasks Task" in row.traceback or "cannot be imported" in row.traceback
+    rows = Task.objects.in_bulk(ids)
+    for task_id in ids[:2]:
+        assert rows[task_id].exception_class_path == "leek.exceptions.NotATask"
+        assert "not a django.tasks Task" in rows[task_id].traceback
+    for task_id in ids[2:]:
+        assert rows[task_id].exception_class_path == "leek.exceptions.CallableNotFound"
+        assert f"Cannot import {rows[task_id].callable_path}" in rows[task_id].traceback
     assert not Row.objects.filter(n=-1).exists()
 
 
