@@ -3,6 +3,7 @@
 Run from the repository root, after `pip install -e .`:
 
     python benchmarks/servers.py --db postgres --servers 1,2,3
+    python benchmarks/throughput.py --db postgres --servers 1,2,3   (the same)
     python benchmarks/servers.py --db sqlite --servers 1,2 --workers 1 --tasks 2000
 
 For each count it starts that many `python -m django leek` servers (each with --workers

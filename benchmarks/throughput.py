@@ -951,6 +951,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--backlog-seconds", type=float, default=None, help="how long it drains them (10 s)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary project")
+    parser.add_argument(
+        "--servers",
+        metavar="N,N",
+        help="measure several servers on one database instead (benchmarks/servers.py), "
+        "e.g. `--db postgres --servers 1,2,3`",
+    )
     args = parser.parse_args(argv)
     if args.workers:
         args.workers = [int(w) for item in args.workers for w in item.split(",") if w]
@@ -1037,6 +1043,12 @@ def cleanup(args: argparse.Namespace, root: Path, pg_name: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; return the exit code."""
     args = parse_args(argv)
+    if args.servers:
+        import servers  # benchmarks/servers.py, beside this file
+
+        extra = ["--tasks", str(args.tasks)] if args.tasks else []
+        workers = ["--workers", str(args.workers[0])] if len(args.workers) == 1 else []
+        return servers.main(["--db", args.db, "--servers", args.servers, *workers, *extra])
     root = Path(tempfile.mkdtemp(prefix="leek-bench-"))
     pg_name = f"leek_bench_{secrets.token_hex(4)}"
     try:

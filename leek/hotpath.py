@@ -105,11 +105,26 @@ def _statements(connection: Any, raw: bool) -> dict[str, Any]:
     # A task of a paused pool is not claimed (leek.control.pause): it holds on every server
     # from the moment the pause commits, whatever ids a worker was sent before.
     paused = q(PoolPause._meta.db_table)
-    claim = (
-        f"UPDATE {table} SET status = %s, started_at = %s, worker_pid = %s, worker_host = %s, "
-        "attempts = attempts + 1 WHERE id = %s AND status = %s AND run_after <= %s "
+    takeable = (
+        "id = %s AND status = %s AND run_after <= %s "
         f"AND {q('pool')} NOT IN (SELECT {q('pool')} FROM {paused})"
     )
+    claim = (
+        f"UPDATE {table} SET status = %s, started_at = %s, worker_pid = %s, worker_host = %s, "
+        "attempts = attempts + 1 WHERE "
+    )
+    # A row another worker (of this server or another) is claiming at this moment is
+    # skipped at once, not waited for: it is that worker's. PostgreSQL locks it in a
+    # subquery; MySQL and MariaDB cannot read the table an UPDATE writes in a subquery, so
+    # they lock it with a statement of its own first (claim_lock).
+    skip_locked = connection.features.has_select_for_update_skip_locked
+    if skip_locked and connection.vendor == "postgresql":
+        claim += f"id = (SELECT id FROM {table} WHERE {takeable} FOR UPDATE SKIP LOCKED)"
+    else:
+        claim += takeable
+    claim_lock = None
+    if skip_locked and connection.vendor == "mysql":
+        claim_lock = f"SELECT id FROM {table} WHERE id = %s FOR UPDATE SKIP LOCKED"
     written = {
         "fixed": tuple(fixed.values()),
         "insert": f"INSERT INTO {table} ({columns}) VALUES ",
@@ -117,6 +132,7 @@ def _statements(connection: Any, raw: bool) -> dict[str, Any]:
         "insert_returning": insert_returning,
         "returning": returning,
         "claim": claim + (f" RETURNING {claimed}" if returning else ""),
+        "claim_lock": claim_lock,
         "claimed": f"SELECT {claimed} FROM {table} WHERE id = %s",
         "reclaim": (
             f"SELECT {claimed} FROM {table} "
@@ -243,6 +259,10 @@ class Writer:
     def claim(self, task_id: int, pid: int, host: str) -> Claimed | None:
         """Take a READY, due task for the worker `pid`; None if it is not there to take."""
         sql, cursor = self._sql, self._cursor
+        if sql["claim_lock"]:
+            cursor.execute(sql["claim_lock"], (task_id,))
+            if cursor.fetchone() is None:
+                return None
         now = self._adapt(timezone.now())
         running, ready = TaskStatus.RUNNING.value, TaskStatus.READY.value
         cursor.execute(sql["claim"], (running, now, pid, host, task_id, ready, now))

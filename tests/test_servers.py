@@ -8,13 +8,16 @@ tasks its workers left RUNNING, and names itself on each.
 import os
 import signal
 import socket
+import threading
 from datetime import timedelta
 
+from django.db import connection, transaction
 from django.utils import timezone
 
+from leek import control
 from leek.models import Server, Task, TaskStatus
 from tests import tasks
-from tests.conftest import holds_for, wait_until
+from tests.conftest import holds_for, requires_server_db, wait_until
 from tests.models import Row
 
 LOST = "leek.exceptions.WorkerLost"
@@ -108,3 +111,41 @@ def test_a_server_within_its_lease_keeps_its_tasks(start_server):
     start_server(workers=1, env={**QUICK_LEASE, "LEEK_TEST_SERVER_LEASE": "3600"})
     assert holds_for(lambda: Task.objects.get(pk=mine.pk).status == TaskStatus.RUNNING, 3.0)
     assert Server.objects.get(pk=beating.pk).stopped_at is None
+
+
+@requires_server_db
+def test_a_claim_skips_a_row_another_transaction_holds_instead_of_waiting(start_server):
+    # A row locked by another transaction (another server's worker claiming it) is skipped
+    # at once (FOR UPDATE SKIP LOCKED): the worker takes the next task, and the locked one
+    # runs once the lock is gone.
+    control.pause("default", "test")
+    first, second = (h.id for h in tasks.add.offload_many([(1, 1), (2, 2)]))
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_the_first_row():
+        try:
+            with transaction.atomic():
+                list(Task.objects.select_for_update().filter(pk=first).values("id"))
+                locked.set()
+                release.wait(60)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold_the_first_row)
+    holder.start()
+    try:
+        assert locked.wait(30)
+        start_server(workers=1)
+        control.resume("default", "test")
+        wait_until(
+            lambda: Task.objects.get(pk=second).status == TaskStatus.SUCCESSFUL,
+            30,
+            "the second task to run while the first row is locked",
+        )
+        assert Task.objects.get(pk=first).status == TaskStatus.READY
+    finally:
+        release.set()
+        holder.join(30)
+    wait_until(
+        lambda: Task.objects.get(pk=first).status == TaskStatus.SUCCESSFUL, 30, "the first task"
+    )
