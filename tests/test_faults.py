@@ -9,8 +9,9 @@ import time
 
 import pytest
 from django.db import transaction
+from django.utils import timezone
 
-from leek.models import Task, TaskStatus
+from leek.models import Server, Task, TaskStatus
 from tests import tasks
 from tests.conftest import requires_server_db, wait_until
 from tests.forwarder import Forwarder
@@ -68,11 +69,16 @@ def test_a_late_outcome_of_a_task_settled_elsewhere_is_discarded_and_said(start_
     # Issue 13, fencing. While the worker runs attempt 1, the row is settled and claimed
     # again, as another server would after this one's lease ran out, by a worker of another
     # host with the same pid (containers of one image number their processes alike).
-    server = start_server(workers=1)
+    server = start_server(workers=1, env={"LEEK_TEST_HEARTBEAT_INTERVAL": "0.5"})
     handle = tasks.sleep_seconds.offload(3)
     wait_until(lambda: handle.refresh().status == TaskStatus.RUNNING, 30, "the task to run")
     pid = handle.task.worker_pid
+    mine = Server.objects.filter(pid=server.pid)
+    wait_until(mine.exists, 30, "the server's row")
+    mine.update(stopped_at=timezone.now())  # taken for gone, as the lease rule does
     Task.objects.filter(pk=handle.id).update(worker_host="another-host", attempts=2)
+    wait_until(lambda: "beats again after its lease ran out" in server.log(), 30, "the revival")
+    wait_until(lambda: mine.get().stopped_at is None, 30, "the row live again")
     wait_until(lambda: "was discarded" in server.log(), 30, "the late outcome to be dropped")
     row = handle.refresh().task
     assert (row.status, row.worker_host, row.worker_pid) == ("RUNNING", "another-host", pid)

@@ -10,11 +10,13 @@ import signal
 import socket
 import threading
 from datetime import timedelta
+from pathlib import Path
 
+import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
-from leek import control
+from leek import control, dbclock
 from leek.models import Server, Task, TaskStatus
 from tests import tasks
 from tests.conftest import holds_for, requires_server_db, wait_until
@@ -23,6 +25,10 @@ from tests.models import Row
 LOST = "leek.exceptions.WorkerLost"
 # Beat often and take a server for gone after 3 s: the test waits seconds, not minutes.
 QUICK_LEASE = {"LEEK_TEST_HEARTBEAT_INTERVAL": "0.5", "LEEK_TEST_SERVER_LEASE": "3"}
+
+
+# libfaketime (Debian's faketime package): runs a process with its clock set off.
+FAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
 
 
 def settled_by(server):
@@ -149,3 +155,18 @@ def test_a_claim_skips_a_row_another_transaction_holds_instead_of_waiting(start_
     wait_until(
         lambda: Task.objects.get(pk=first).status == TaskStatus.SUCCESSFUL, 30, "the first task"
     )
+
+
+@requires_server_db  # servers on one SQLite database share a host, and its clock
+@pytest.mark.skipif(not FAKETIME.exists(), reason="needs libfaketime (apt install faketime)")
+def test_a_server_whose_clock_runs_behind_still_beats_in_time(start_server):
+    # Heartbeats and leases are in the database's time: a host clock two minutes slow does
+    # not make its server look silent, and its row is not taken for gone by the others.
+    slow = {"LD_PRELOAD": str(FAKETIME), "FAKETIME": "-120s", "DONT_FAKE_MONOTONIC": "1"}
+    behind = start_server(workers=1, env={**QUICK_LEASE, **slow})
+    start_server(workers=1, env=QUICK_LEASE)
+    row = wait_until(lambda: Server.objects.filter(pid=behind.pid).first(), 30, "its row")
+    assert abs(row.started_at - timezone.now()) > timedelta(seconds=100)  # the clock is off
+    assert holds_for(lambda: Server.objects.get(pk=row.pk).stopped_at is None, 5.0)
+    beat = Server.objects.get(pk=row.pk).heartbeat_at
+    assert abs(beat - dbclock.now("default")) < timedelta(seconds=10)

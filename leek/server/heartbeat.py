@@ -30,7 +30,7 @@ from typing import Any
 from django.db import DatabaseError, InterfaceError, connections, router, transaction
 from django.utils import timezone
 
-from leek import retention
+from leek import dbclock, retention
 from leek.models import Server, Task, TaskStatus
 from leek.server import leases
 
@@ -163,18 +163,30 @@ class Heartbeat:
     def _beat(self, stopped: bool = False) -> None:
         with self._lock:
             snapshot = self._snapshot
-        now = timezone.now()
+        now = dbclock.now(router.db_for_write(Server))
         values = {
             "heartbeat_at": now,
             "workers": [] if stopped else snapshot.get("workers", []),
             "counts": snapshot.get("counts", {}),
             "restarts": snapshot.get("restarts", {}),
         }
-        # A server that was taken for gone (leek.server.leases) and beats again is live.
         values["stopped_at"] = now if stopped else None
-        written = self.server_id is not None and (
-            Server.objects.filter(pk=self.server_id).update(**values)
+        mine = Server.objects.filter(pk=self.server_id)
+        written = self.server_id is not None and mine.filter(stopped_at__isnull=True).update(
+            **values
         )
+        if not written and self.server_id is not None and mine.update(**values):
+            # Taken for gone by another server (leek.server.leases): live again, but the
+            # tasks it ran meanwhile were settled, and their outcomes will be discarded.
+            written = True
+            if not stopped:
+                logger.error(
+                    "server %s:%s beats again after its lease ran out: another server took "
+                    "it for gone and settled the tasks its workers were running; their "
+                    "outcomes will be discarded",
+                    self.host,
+                    self.pid,
+                )
         if not written:
             if stopped:
                 return  # never got a row: nothing to mark

@@ -18,8 +18,9 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from django.utils import timezone
+from django.db import router
 
+from leek import dbclock
 from leek.models import Claim, Server, Task, TaskStatus
 from leek.processes import may_hold
 
@@ -31,7 +32,7 @@ def settle_stale(host: str, pid: int, lease: float) -> int:
 
     Return how many tasks were settled. Database errors are the caller's.
     """
-    now = timezone.now()
+    now = dbclock.now(router.db_for_write(Server))  # the time heartbeats are written in
     deadline = now - timedelta(seconds=lease)
     running = Server.objects.filter(stopped_at__isnull=True)
     live_hosts = set(running.filter(heartbeat_at__gte=deadline).values_list("host", flat=True))
