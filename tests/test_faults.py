@@ -65,6 +65,24 @@ def test_a_database_restart_mid_run_loses_nothing_and_runs_nothing_twice(start_s
         forwarder.close()
 
 
+@requires_server_db
+def test_a_task_that_ran_in_time_is_not_killed_while_its_outcome_waits_for_the_database(
+    start_server,
+):
+    forwarder = Forwarder()
+    forwarder.start()
+    try:
+        server = start_server(workers=1, env=forwarder.env)
+        handle = tasks.sleep_seconds.using(timeout=2).offload(1)
+        wait_until(lambda: handle.refresh().status == TaskStatus.RUNNING, 30, "the task to run")
+        forwarder.cut(5)  # past the time limit: the outcome waits for the database
+        handle.wait(60)
+        assert handle.status == TaskStatus.SUCCESSFUL, handle.traceback
+        assert f"database error recording task {handle.id}" in server.log()
+    finally:
+        forwarder.close()
+
+
 def test_a_late_outcome_of_a_task_settled_elsewhere_is_discarded_and_said(start_server):
     # Issue 13, fencing. While the worker runs attempt 1, the row is settled and claimed
     # again, as another server would after this one's lease ran out, by a worker of another

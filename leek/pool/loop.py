@@ -178,6 +178,8 @@ class Worker:
         FAILED saying so; if it refuses even that, the worker dies and the task is lost.
         """
         if isinstance(exc, OperationalError | InterfaceError):
+            if tries == 1:  # the run is over: the time limit must not kill the write
+                self.send(messages.Recording(done.task_id))
             self.wait(exc, tries, done)
             return done
         if done.class_path == runner.REFUSED:

@@ -1,6 +1,6 @@
 """The messages between the supervisor and a worker, each over the worker's own pipe.
 
-Sent by the worker process (Booted, Started, Finished, Skipped), a tuple of them in one
+Sent by the worker process (Booted, Started, Recording, Finished, Skipped), a tuple of them in one
 write, and by the supervisor in the server process (Run, Retire). One writer per pipe end,
 so a dying worker cannot garble anybody else's channel. Plain frozen dataclasses: without
 slots they pickle in C, several times faster, and a few go by for every task.
@@ -27,6 +27,16 @@ class Started:
     timeout: float | None = None
     # Which attempt of the task it is (the fencing token of the claim).
     attempt: int = 0
+
+
+@dataclass(frozen=True)
+class Recording:
+    """The task has run, and its outcome waits for the database: its time limit is over.
+
+    Sent only when the database failed the first write of the outcome.
+    """
+
+    task_id: int
 
 
 @dataclass(frozen=True)
@@ -64,4 +74,4 @@ class Retire:
     """Exit once the current task (if any) is done."""
 
 
-WorkerMessage = Booted | Started | Finished | Skipped
+WorkerMessage = Booted | Started | Recording | Finished | Skipped

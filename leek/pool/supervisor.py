@@ -279,6 +279,8 @@ class Supervisor:
                 message.callable_path,
                 handle.pid,
             )
+        elif isinstance(message, messages.Recording) and handle.task_id == message.task_id:
+            handle.timeout = None  # it ran within its limit; only the database is slow
         elif isinstance(message, messages.Finished):
             self.counts[_COUNTED[message.status]] += 1
             handle.tasks_done += 1
