@@ -237,8 +237,13 @@ class TaskQuerySet(models.QuerySet):
         Return the new status, or "" when the task was not under that claim any more.
         """
         text = f"{path}: {reason}"
-        mine = claim.of(self, task_id)
-        if mine.filter(attempts__lte=F("lost_retries")).exists() and self._end_attempt(
+        found = claim.of(self, task_id).values_list("history", "lost_retries").first()
+        if found is None:
+            return ""
+        history, lost_retries = found
+        # The losses before this one: an attempt that raised spends a retry, not these.
+        lost = sum(1 for entry in history if entry.get("exception_class_path") == path)
+        if lost < lost_retries and self._end_attempt(
             task_id,
             claim,
             timezone.now(),

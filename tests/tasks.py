@@ -181,3 +181,12 @@ def make_directory(path):
     """Make a directory: a task whose run is easy to see from outside."""
     os.mkdir(path)
     return path
+
+
+@leek.task(retries=1, lost_retries=1, retry_backoff=0.1)
+def raise_then_crash(marker):
+    """Raise on the first call (a file `marker` says it happened), crash its worker after."""
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        raise RuntimeError("first call")
+    os._exit(7)

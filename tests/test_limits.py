@@ -7,6 +7,8 @@ from tests import tasks
 from tests.conftest import wait_until
 from tests.models import Row
 
+LOST = "leek.exceptions.WorkerLost"
+
 
 def done(handle, timeout=60):
     return handle.wait(timeout)
@@ -115,3 +117,14 @@ def test_a_lost_task_runs_again_only_lost_retries_times(start_server):
     assert first.worker != second.worker
     assert server.stats()["restarts"]["crash"] == 2
     assert Task.objects.filter(status=TaskStatus.RUNNING).count() == 0
+
+
+def test_a_task_that_raised_once_still_has_its_lost_retries(start_server, tmp_path):
+    # Retries and lost_retries are counted apart: an attempt that raised spends a retry,
+    # one whose worker died spends a lost retry.
+    start_server()
+    handle = tasks.raise_then_crash.offload(str(tmp_path / "raised"))
+    wait_until(lambda: handle.refresh().is_finished, 60, "the task to settle")
+    assert handle.status == TaskStatus.FAILED
+    paths = [a.exception_class_path for a in handle.task.attempt_list]
+    assert paths == ["builtins.RuntimeError", LOST, LOST]
