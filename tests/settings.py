@@ -99,6 +99,8 @@ LEEK = {
     "heartbeat_interval": float(os.environ.get("LEEK_TEST_HEARTBEAT_INTERVAL", "5")),
     "server_lease": float(os.environ.get("LEEK_TEST_SERVER_LEASE", "60")),
     "retention": json.loads(os.environ.get("LEEK_TEST_RETENTION", "{}")),
+    # Periodic tasks, as JSON: {"name": {"task": "tests.dt_tasks.write_row", "every": 1}}.
+    "schedules": json.loads(os.environ.get("LEEK_TEST_SCHEDULES", "{}")),
 }
 
 # Django Tasks through leek. On Django 5.2 the django-tasks backport (the test extra) stands in
