@@ -222,3 +222,45 @@ def test_schedules_declared_in_code_are_recorded_with_their_options_and_run(star
     taken = ScheduleRun.objects.count()
     assert holds_for(lambda: ScheduleRun.objects.count() == taken, 2.0)
     assert Schedule.objects.count() == 2  # kept, with their history
+
+
+def test_the_admin_lists_schedules_and_switches_them_and_status_shows_them():
+    from django.contrib.admin.models import LogEntry
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    from tests.test_commands import leek_here
+
+    nightly = Schedule.objects.create(
+        name="nightly", source="settings", callable_path="tests.dt_tasks.noop", cron="0 3 * * *"
+    )
+    task = Task.objects.create(callable_path="tests.dt_tasks.noop", payload=b"{}",
+                               status=TaskStatus.FAILED)  # fmt: skip
+    slot = timezone.now().replace(hour=3, minute=0, second=0, microsecond=0)
+    ScheduleRun.objects.create(schedule=nightly, slot=slot, task_id=task.pk)
+    User.objects.filter(username="ada").delete()
+    User.objects.create_superuser("ada", password="pw")
+    browser = Client()
+    assert browser.login(username="ada", password="pw")
+    try:
+        page = browser.get("/admin/leek/schedule/").content.decode()
+        assert "0 3 * * *" in page
+        assert f"/admin/leek/task/{task.pk}/change/" in page
+        assert 'leek-failed">FAILED' in page
+        browser.post("/admin/leek/schedule/",
+                     {"action": "disable", "_selected_action": [str(nightly.pk)]})  # fmt: skip
+        nightly.refresh_from_db()
+        assert (nightly.enabled, nightly.changed_by) == (False, "ada")
+        assert nightly.next_at() is None
+        code, out = leek_here("status")
+        assert "schedule nightly (0 3 * * *) tests.dt_tasks.noop: disabled by ada, next -" in out
+        assert f"task {task.pk} FAILED" in out
+        assert control.enable_schedules(["nightly", "nightly"], "bob") == ["nightly"]
+        nightly.refresh_from_db()
+        assert nightly.enabled
+        # From now on: the slots while it was disabled are not missed.
+        assert nightly.since >= nightly.changed_at
+        assert nightly.next_at().hour == 3
+    finally:
+        LogEntry.objects.all().delete()
+        User.objects.filter(username="ada").delete()
