@@ -219,7 +219,7 @@ class Leek:
 
         def declare(fn: Callable[..., Any]) -> Callable[..., Any]:
             if when:
-                schedules.declare(fn, serialize.callable_path(fn), when)
+                schedules.declare(serialize.callable_path(fn), when)
             # The function itself is returned (not a wrapper) so that it pickles by reference.
             configured = ConfiguredTask(fn, task_options)
             fn.leek = configured  # type: ignore[attr-defined]

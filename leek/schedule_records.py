@@ -20,6 +20,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from leek import conf, schedules
+from leek.api import ConfiguredTask, TaskOptions
 from leek.models import Schedule, ScheduleSource
 
 logger = logging.getLogger("leek.pool")
@@ -53,8 +54,6 @@ def _wanted() -> dict[str, dict[str, Any]]:
 def _values(spec: schedules.Spec, source: str) -> dict[str, Any]:
     where = f"schedule {spec.name!r}"
     options = {**task_options(spec.task, where), **spec.options}
-    from leek.api import TaskOptions
-
     try:
         TaskOptions(**options)
     except (TypeError, ValueError) as exc:
@@ -75,8 +74,6 @@ def _values(spec: schedules.Spec, source: str) -> dict[str, Any]:
 
 def task_options(path: str, where: str) -> dict[str, Any]:
     """Return the task options declared with the task at `path` (a leek or Django task)."""
-    from leek.api import ConfiguredTask
-
     try:
         found = import_string(path)
     except ImportError as exc:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
@@ -120,7 +120,7 @@ def seconds(every: Any, where: str) -> float:
 _declared: dict[str, Spec] = {}
 
 
-def declare(fn: Callable[..., Any], path: str, when: Mapping[str, Any]) -> Spec:
+def declare(path: str, when: Mapping[str, Any]) -> Spec:
     """Record the schedule of a task declared `@leek.task(cron=... or every=...)`."""
     where = f"schedule of {path}"
     every = when.get("every")
