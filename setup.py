@@ -18,7 +18,7 @@ setup(
     packages=find_packages(include=["leek", "leek.*"]),
     include_package_data=True,
     python_requires=">=3.11",
-    install_requires=["Django>=5.2", "psutil>=5.9"],
+    install_requires=["Django>=5.2", "psutil>=5.9", "cronsim>=2.6"],
     extras_require={
         "postgres": ["psycopg[binary]>=3.1"],
         # Builds against the MySQL/MariaDB client library (default-libmysqlclient-dev).

@@ -3,7 +3,8 @@
 Runs in the web process. Rows are never edited here; the stored call and return value are
 shown as Python text read from the pickle without unpickling it (leek.calls). The actions
 Retry, Cancel and Terminate call leek.control, record themselves in the admin's log, and
-only format what control did. The live page of the servers is leek.adminlive's.
+only format what control did. The live page of the servers is leek.adminlive's, the
+schedules' list leek.adminschedules's.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from leek.adminlist import (
     moment,
 )
 from leek.adminlive import ServerAdmin
-from leek.models import Encoding, Server, Task, TaskStatus
+from leek.adminschedules import ScheduleAdmin
+from leek.models import Encoding, Schedule, Server, Task, TaskStatus
 
 # Characters of the call and of the error the list shows; the task's page shows them whole.
 CALL_CHARS = 70
@@ -337,3 +339,4 @@ def _ids(task_ids: list[int]) -> str:
 
 
 admin.site.register(Server, ServerAdmin)
+admin.site.register(Schedule, ScheduleAdmin)

@@ -22,7 +22,7 @@ from django.db import router, transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from leek import client, conf, hotpath, jsoncall, runner, serialize
+from leek import client, conf, hotpath, jsoncall, runner, schedules, serialize
 from leek.exceptions import TaskFailed, TaskNotFinished, TaskTimeout
 from leek.models import Encoding, Task, TaskStatus
 
@@ -195,6 +195,10 @@ class ConfiguredTask:
         return _offload(self, split)
 
 
+# The options of @leek.task that make it a periodic task.
+SCHEDULE_OPTIONS = ("cron", "every", "catch_up", "overlap")
+
+
 class Leek:
     """Declares tasks: `leek = Leek()`, then `@leek.task` or `@leek.task(pool=..., ...)`."""
 
@@ -208,10 +212,19 @@ class Leek:
     def task(self, func: None = None, /, **options: Any) -> Callable[..., Any]: ...
 
     def task(self, func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
-        """Give a function `.offload()`, `.using()`; calling it still runs it in place."""
+        """Give a function `.offload()`, `.using()`; calling it still runs it in place.
+
+        `cron="*/5 * * * *"` or `every=timedelta(minutes=5)` (with `catch_up=`, `overlap=`)
+        also makes it a periodic task, called with no arguments (leek.schedules).
+        """
+        when = {k: options.pop(k) for k in SCHEDULE_OPTIONS if k in options}
         task_options = dataclasses.replace(self.defaults, **options)
+        if when and "cron" not in when and "every" not in when:
+            raise TypeError(f"{', '.join(when)} apply to a periodic task: add cron= or every=.")
 
         def declare(fn: Callable[..., Any]) -> Callable[..., Any]:
+            if when:
+                schedules.declare(serialize.callable_path(fn), when)
             # The function itself is returned (not a wrapper) so that it pickles by reference.
             configured = ConfiguredTask(fn, task_options)
             fn.leek = configured  # type: ignore[attr-defined]
@@ -309,6 +322,20 @@ class Saved:
     using: str
 
 
+def row(
+    options: TaskOptions,
+    path: str,
+    payload: bytes,
+    encoding: str,
+    now: datetime,
+    run_after: datetime | None = None,
+) -> tuple:
+    """Return the values of a READY row, in the order of hotpath.OFFLOAD_COLUMNS."""
+    fields = (options.timeout, options.retries, options.retry_backoff, options.lost_retries)
+    due = now if run_after is None else run_after
+    return (options.pool, path, payload, options.priority, due, now, *fields, encoding)
+
+
 def save(options: TaskOptions, path: str, payloads: list[bytes], encoding: str) -> Saved:
     """Insert one READY row per encoded call and tell the server once the caller commits.
 
@@ -322,12 +349,7 @@ def save(options: TaskOptions, path: str, payloads: list[bytes], encoding: str) 
     eager = conf.get().eager
     # Eager mode runs at once, whatever run_after says, as Celery's eager mode does.
     run_after = now if eager else options.due_at(now)
-    # In the order of hotpath.OFFLOAD_COLUMNS.
-    fields = (options.timeout, options.retries, options.retry_backoff, options.lost_retries)
-    rows = [
-        (options.pool, path, p, options.priority, run_after, now, *fields, encoding)
-        for p in payloads
-    ]
+    rows = [row(options, path, p, encoding, now, run_after) for p in payloads]
     if len(rows) == 1:
         ids = hotpath.insert(using, rows)
     else:

@@ -148,6 +148,23 @@ def request(host: str, port: int, line: bytes, timeout: float = 2.0, secret: str
         return read_line(sock)
 
 
+def announce(
+    address: tuple[str, int], secret: str, pool: str, priority: int, ids: list[int]
+) -> None:
+    """Tell the server at `address` of READY ids, on a connection of their own.
+
+    For a server telling its own listener (its scheduler thread). Raises OSError when the
+    server cannot be reached.
+    """
+    host, port = address
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    settings = conf.get()
+    with socket.create_connection((host, port), timeout=settings.connect_timeout) as sock:
+        sock.settimeout(settings.send_timeout)
+        handshake(sock, secret)
+        sock.sendall(b"".join(wire.format_notify(pool, priority, ids)))
+
+
 def _describe(ids: list[int]) -> str:
     if len(ids) == 1:
         return str(ids[0])

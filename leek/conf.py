@@ -17,6 +17,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
+from leek import schedules
+
 DEFAULT_POOL = "default"
 
 
@@ -72,6 +74,9 @@ class Settings:
     # Bearer token that lets a scraper read leek.views.metrics without a staff login
     # (`Authorization: Bearer <token>`). Empty: staff only.
     metrics_token: str = ""
+    # Periodic tasks named here, with their arguments (leek.schedules.from_setting):
+    # {"nightly-report": {"task": "reports.tasks.build", "cron": "0 3 * * *"}, ...}.
+    schedules: tuple[schedules.Spec, ...] = ()
 
     @property
     def bind_address(self) -> tuple[str, int]:
@@ -85,7 +90,9 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         """Return a copy with some values changed, validated like the originals."""
-        return from_mapping({**dataclasses.asdict(self), **changes})
+        # Shallow: the schedules stay Spec values, which from_mapping takes as they are.
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return from_mapping({**values, **changes})
 
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -112,6 +119,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "server_lease": (int, float),
     "retention": (dict, tuple),
     "metrics_token": (str,),
+    "schedules": (dict, tuple),
 }
 
 
@@ -154,6 +162,11 @@ def from_mapping(raw: Mapping[str, Any]) -> Settings:
             values[key] = tuple(values[key])
     if "retention" in values:
         values["retention"] = _retention(values["retention"])
+    if "schedules" in values:
+        try:
+            values["schedules"] = schedules.from_setting(values["schedules"])
+        except schedules.ScheduleError as exc:
+            raise ImproperlyConfigured(str(exc)) from exc
     settings = Settings(**values)
     _check_values(settings)
     return settings

@@ -1,4 +1,5 @@
-"""The operator's verbs: retry, cancel, terminate, pause, resume, and what they look at.
+"""The operator's verbs: retry, cancel, terminate, pause, resume, enable or disable a schedule,
+and what they look at.
 
 Plain functions on the database, called by the admin, `manage.py leek <verb>` and any view
 alike; each returns what it did, and the caller only formats it. Runs in whichever process
@@ -18,7 +19,7 @@ from django.db import IntegrityError, models, router, transaction
 from django.utils import timezone
 
 from leek import conf
-from leek.models import PoolPause, Server, Task, TaskStatus
+from leek.models import PoolPause, Schedule, ScheduleRun, Server, Task, TaskStatus
 
 # How long a server that stopped cleanly is still listed by servers().
 STOPPED_SHOWN_FOR = 3600
@@ -108,3 +109,61 @@ def servers() -> list[Server]:
     for server in found:
         server.stale = server.is_stale(lease, now)
     return found
+
+
+class ScheduleState(NamedTuple):
+    """A schedule as an operator sees it: when it runs next, its last run and how that ended."""
+
+    schedule: Schedule
+    # None: disabled, gone, or never again.
+    next_at: datetime | None
+    # The last slot that ran a task, that task, and its status ("" once the task was purged).
+    last_slot: datetime | None
+    last_task_id: int | None
+    last_status: str
+
+
+def schedule_states() -> list[ScheduleState]:
+    """Return every schedule, by name, with its next run and its last run's outcome."""
+    found = []
+    for schedule in Schedule.objects.order_by("name"):
+        last = (
+            ScheduleRun.objects.filter(schedule=schedule, task_id__isnull=False)
+            .order_by("-slot")
+            .values_list("slot", "task_id")
+            .first()
+        )
+        slot, task_id = last or (None, None)
+        status = ""
+        if task_id is not None:
+            status = Task.objects.filter(pk=task_id).values_list("status", flat=True).first() or ""
+        found.append(ScheduleState(schedule, schedule.next_at(), slot, task_id, status))
+    return found
+
+
+def enable_schedules(names: Iterable[str], user: str) -> list[str]:
+    """Let disabled schedules run again from their next slot; return the names enabled.
+
+    The slots that passed while a schedule was disabled were not missed: none of them runs,
+    even for a schedule that catches up.
+    """
+    now = timezone.now()
+    return [
+        name
+        for name in dict.fromkeys(names)
+        if Schedule.objects.filter(name=name, enabled=False).update(
+            enabled=True, changed_by=str(user), changed_at=now, since=now
+        )
+    ]
+
+
+def disable_schedules(names: Iterable[str], user: str) -> list[str]:
+    """Stop schedules from running, on every server, until enabled; return the names disabled."""
+    now = timezone.now()
+    return [
+        name
+        for name in dict.fromkeys(names)
+        if Schedule.objects.filter(name=name, enabled=True).update(
+            enabled=False, changed_by=str(user), changed_at=now
+        )
+    ]

@@ -541,3 +541,8 @@ class PoolPause(models.Model):
 
     def __str__(self) -> str:
         return f"pool {self.pool} paused by {self.paused_by or '?'}"
+
+
+# The periodic tasks' tables live in their own module; imported here so that they are the
+# app's models like the others.
+from leek.schedule_models import Schedule, ScheduleRun, ScheduleSource, SlotSkip  # noqa: E402, F401

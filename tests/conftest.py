@@ -101,9 +101,10 @@ requires_server_db = pytest.mark.skipif(
 @pytest.fixture(autouse=True)
 def clean_tables():
     """Start every test with empty tables."""
-    from leek.models import PoolPause, Server, Task
+    from leek.models import PoolPause, Schedule, Server, Task
     from tests.models import Row
 
+    Schedule.objects.all().delete()  # and their slots
     Task.objects.all().delete()
     Row.objects.all().delete()
     Server.objects.all().delete()

@@ -33,6 +33,16 @@ def write_row(n):
 
 
 @task()
+def sleep_then_write_row(n, seconds):
+    """Sleep, then write a row: a run that lasts."""
+    from tests.models import Row
+
+    time.sleep(seconds)
+    Row.objects.create(n=n, pid=os.getpid())
+    return n
+
+
+@task()
 def raise_value_error(message="bad value"):
     raise ValueError(message)
 

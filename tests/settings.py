@@ -100,6 +100,8 @@ LEEK = {
     "server_lease": float(os.environ.get("LEEK_TEST_SERVER_LEASE", "60")),
     "retention": json.loads(os.environ.get("LEEK_TEST_RETENTION", "{}")),
     "serializer": os.environ.get("LEEK_TEST_SERIALIZER", "pickle"),
+    # Periodic tasks, as JSON: {"name": {"task": "tests.dt_tasks.write_row", "every": 1}}.
+    "schedules": json.loads(os.environ.get("LEEK_TEST_SCHEDULES", "{}")),
 }
 
 # Django Tasks through leek. On Django 5.2 the django-tasks backport (the test extra) stands in

@@ -13,12 +13,12 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections, router
 
-from leek import conf
+from leek import client, conf
 from leek.models import Task
 from leek.pool.limits import Limits
 from leek.pool.supervisor import Supervisor
 from leek.retention import Purger
-from leek.server import Backlog, Heartbeat, Listener, Sweeper
+from leek.server import Backlog, Heartbeat, Listener, Scheduler, Sweeper
 
 # Options that override the LEEK setting of the same name.
 _OVERRIDES = (
@@ -116,12 +116,24 @@ def run(command: BaseCommand, options: dict[str, Any]) -> None:
         listener=listener,
         reporter=heartbeat,
     )
+    scheduler = None
+    if listener is not None:  # a burst runs what is due and leaves; it takes no slots
+        address = listener.address
+        scheduler = Scheduler(
+            lambda pool, priority, ids: client.announce(
+                address, settings.secret, pool, priority, ids
+            )
+        )
     command.stdout.write(_banner(settings, listener))
     command.stdout.flush()
     heartbeat.start()
+    if scheduler is not None:
+        scheduler.start()
     try:
         code = supervisor.run()
     finally:
+        if scheduler is not None:
+            scheduler.stop()
         if listener is not None:
             listener.close()
         heartbeat.stop()

@@ -1,4 +1,5 @@
-"""`manage.py leek status`: the servers, their workers and the backlog; an exit code to trust.
+"""`manage.py leek status`: the servers, their workers, the backlog, the periodic tasks; an
+exit code to trust.
 
 Runs in the shell (or the health check) that calls it; reads the table only, never a worker.
 Exit code 0 when at least one server is live and, with --max-age, no due READY task of a
@@ -41,10 +42,13 @@ def run(command: BaseCommand, options: dict[str, Any]) -> None:
     backlog = control.backlog()
     paused = control.paused_pools()
     problem = _problem(servers, backlog, paused, options.get("max_age"), now)
+    schedules = control.schedule_states()
     if options["json"]:
-        command.stdout.write(json.dumps(_as_json(servers, backlog, paused, problem, now)))
+        found = _as_json(servers, backlog, paused, problem, now)
+        found["schedules"] = [_schedule_json(state) for state in schedules]
+        command.stdout.write(json.dumps(found))
     else:
-        for line in _lines(servers, backlog, paused, now):
+        for line in _lines(servers, backlog, paused, now) + _schedule_lines(schedules, now):
             command.stdout.write(line)
     if problem is not None:
         code, why = problem
@@ -159,6 +163,42 @@ def _as_json(
             for b in backlog
         ],
         "paused": sorted(paused),
+    }
+
+
+def _schedule_lines(states: list[control.ScheduleState], now: datetime) -> list[str]:
+    lines = []
+    for state in states:
+        schedule = state.schedule
+        switch = "enabled" if schedule.enabled else f"disabled by {schedule.changed_by or '?'}"
+        if not schedule.declared:
+            switch = "gone (no longer declared)"
+        when = "-" if state.next_at is None else f"{state.next_at:%Y-%m-%d %H:%M:%S %Z}"
+        last = "never run"
+        if state.last_slot is not None:
+            outcome = state.last_status or "deleted"
+            last = (
+                f"last run {_ago(state.last_slot, now)} ago, task {state.last_task_id} {outcome}"
+            )
+        lines.append(
+            f"schedule {schedule.name} ({schedule.expression}) {schedule.callable_path}: "
+            f"{switch}, next {when}, {last}"
+        )
+    return lines
+
+
+def _schedule_json(state: control.ScheduleState) -> dict[str, Any]:
+    schedule = state.schedule
+    return {
+        "name": schedule.name,
+        "task": schedule.callable_path,
+        "expression": schedule.expression,
+        "enabled": schedule.enabled,
+        "declared": schedule.declared,
+        "next_at": state.next_at and state.next_at.isoformat(),
+        "last_slot": state.last_slot and state.last_slot.isoformat(),
+        "last_task": state.last_task_id,
+        "last_status": state.last_status,
     }
 
 

@@ -43,10 +43,12 @@ def main(conn: Connection, max_memory: int = 0) -> None:
         import django
 
         django.setup()
-        from leek import discovery
+        from leek import discovery, schedule_records
         from leek.pool import loop, messages  # import errors are boot errors
 
         discovery.import_task_modules()
+        # The server reads the periodic tasks from the table: it never imports task code.
+        schedule_records.record_declared()
     except Exception:  # noqa: BLE001 - process boundary: report and exit with a named code
         sys.stderr.write(f"leek worker {os.getpid()} cannot boot:\n{traceback.format_exc()}")
         sys.stderr.flush()

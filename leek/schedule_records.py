@@ -1,0 +1,127 @@
+"""Write the schedules a worker finds declared into the table, where the servers read them.
+
+Runs in each worker process at boot, after leek.discovery imported the task modules: the
+server process never imports task code, so the workers tell it, through the database, which
+`@leek.task(cron=...)`/`every=` schedules the code declares, and with which task options;
+LEEK["schedules"] entries are written the same way, with the options of the task they name.
+A schedule is found by its name and only written when something changed; one no longer
+declared is marked so (`declared=False`), never deleted: its history stays, and so does the
+operators' switch if it comes back.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db import DatabaseError, IntegrityError, router, transaction
+from django.utils import timezone
+from django.utils.module_loading import import_string
+
+from leek import conf, schedules
+from leek.api import ConfiguredTask, TaskOptions
+from leek.models import Schedule, ScheduleSource
+
+logger = logging.getLogger("leek.pool")
+
+
+def record_declared() -> None:
+    """Write every declared schedule; a database error is logged, a bad declaration raised."""
+    wanted = _wanted()
+    try:
+        _write(wanted)
+    except DatabaseError as exc:
+        logger.error("cannot record the periodic tasks' schedules (the next boot tries): %s", exc)
+
+
+def _wanted() -> dict[str, dict[str, Any]]:
+    """Return the values of each declared schedule's row, by name."""
+    in_code = schedules.declared()
+    found: dict[str, dict[str, Any]] = {}
+    for spec in conf.get().schedules:
+        if spec.name in in_code:
+            raise ImproperlyConfigured(
+                f"LEEK['schedules'][{spec.name!r}] has the name of the schedule declared on "
+                f"the task {spec.name}; give the entry another name."
+            )
+        found[spec.name] = _values(spec, ScheduleSource.SETTINGS)
+    for spec in in_code.values():
+        found[spec.name] = _values(spec, ScheduleSource.CODE)
+    return found
+
+
+def _values(spec: schedules.Spec, source: str) -> dict[str, Any]:
+    where = f"schedule {spec.name!r}"
+    options = {**task_options(spec.task, where), **spec.options}
+    try:
+        TaskOptions(**options)
+    except (TypeError, ValueError) as exc:
+        raise ImproperlyConfigured(f"{where}: {exc}") from exc
+    return {
+        "source": source,
+        "callable_path": spec.task,
+        "cron": spec.cron,
+        "every": spec.every,
+        "args": list(spec.args),
+        "kwargs": dict(spec.kwargs),
+        "catch_up": spec.catch_up,
+        "overlap": spec.overlap,
+        "declared": True,
+        **options,
+    }
+
+
+def task_options(path: str, where: str) -> dict[str, Any]:
+    """Return the task options declared with the task at `path` (a leek or Django task)."""
+    try:
+        found = import_string(path)
+    except ImportError as exc:
+        raise ImproperlyConfigured(f"{where}: the task {path} cannot be imported: {exc}") from exc
+    declared = getattr(found, "leek", None)
+    if isinstance(declared, ConfiguredTask):
+        return {name: getattr(declared.options, name) for name in schedules.OPTION_NAMES}
+    django_task = _django_task(found)
+    if django_task is None:
+        raise ImproperlyConfigured(
+            f"{where}: {path} is neither a @leek.task function nor a django.tasks Task."
+        )
+    defaults = getattr(django_task.get_backend(), "defaults", None)
+    options = {name: getattr(defaults, name, None) for name in schedules.OPTION_NAMES}
+    options.update(pool=django_task.queue_name, priority=django_task.priority)
+    for name in ("timeout", "retries", "retry_backoff", "lost_retries"):
+        if getattr(django_task, name, None) is not None:  # leek's own, on LeekTask
+            options[name] = getattr(django_task, name)
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def _django_task(found: Any) -> Any:
+    try:
+        from leek.djtasks import Task
+    except ImportError:  # neither django.tasks nor the backport
+        return None
+    return found if isinstance(found, Task) else None
+
+
+def _write(wanted: dict[str, dict[str, Any]]) -> None:
+    alias = router.db_for_write(Schedule)
+    now = timezone.now()
+    rows = Schedule.objects.using(alias)
+    existing = {row.name: row for row in rows.all()}
+    for name, values in wanted.items():
+        row = existing.get(name)
+        if row is None:
+            try:
+                with transaction.atomic(using=alias):
+                    rows.create(name=name, recorded_at=now, since=now, **values)
+                continue
+            except IntegrityError:  # another worker recorded it just now
+                row = rows.get(name=name)
+        if any(getattr(row, key) != value for key, value in values.items()):
+            # Back after it was gone: the slots meanwhile were not missed, it did not exist.
+            since = {} if row.declared else {"since": now}
+            rows.filter(pk=row.pk).update(recorded_at=now, **since, **values)
+    gone = [name for name, row in existing.items() if row.declared and name not in wanted]
+    if gone:
+        rows.filter(name__in=gone).update(declared=False, recorded_at=now)
+        logger.info("schedules no longer declared: %s", ", ".join(sorted(gone)))
