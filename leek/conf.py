@@ -69,6 +69,10 @@ class Settings:
     # Bearer token that lets a scraper read leek.views.metrics without a staff login
     # (`Authorization: Bearer <token>`). Empty: staff only.
     metrics_token: str = ""
+    # The server process's own database connections (not the workers'): seconds a connect or
+    # a statement may take, and a silent database is given, before it counts as an error.
+    # 0: no bound. SQLite's waits are bounded by its OPTIONS["timeout"].
+    db_timeout: float = 10.0
 
     @property
     def bind_address(self) -> tuple[str, int]:
@@ -108,6 +112,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "server_lease": (int, float),
     "retention": (dict, tuple),
     "metrics_token": (str,),
+    "db_timeout": (int, float),
 }
 
 
@@ -210,7 +215,13 @@ def _check_values(settings: Settings) -> None:
     for key in ("sweep_interval", "connect_timeout", "send_timeout", "heartbeat_interval"):
         if getattr(settings, key) <= 0:
             raise ImproperlyConfigured(f"LEEK[{key!r}] must be a positive number of seconds.")
-    for key in ("max_memory", "max_memory_hard", "max_tasks_per_worker", "task_timeout"):
+    for key in (
+        "max_memory",
+        "max_memory_hard",
+        "max_tasks_per_worker",
+        "task_timeout",
+        "db_timeout",
+    ):
         if getattr(settings, key) < 0:
             raise ImproperlyConfigured(f"LEEK[{key!r}] must be 0 (off) or more.")
     _check_lease(settings)

@@ -99,6 +99,7 @@ LEEK = {
     "heartbeat_interval": float(os.environ.get("LEEK_TEST_HEARTBEAT_INTERVAL", "5")),
     "server_lease": float(os.environ.get("LEEK_TEST_SERVER_LEASE", "60")),
     "retention": json.loads(os.environ.get("LEEK_TEST_RETENTION", "{}")),
+    "db_timeout": float(os.environ.get("LEEK_TEST_DB_TIMEOUT", "10")),
 }
 
 # Django Tasks through leek. On Django 5.2 the django-tasks backport (the test extra) stands in

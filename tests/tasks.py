@@ -168,3 +168,13 @@ def sleep_then_write_row(n, seconds=0.01):
 def echo_bytes(data):
     """Return the length of `data` (a large argument makes a large payload to load)."""
     return len(data)
+
+
+@leek.task
+def statement_timeout():
+    """Return this worker's PostgreSQL statement_timeout ("0": none)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW statement_timeout")
+        return cursor.fetchone()[0]
