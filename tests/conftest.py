@@ -133,6 +133,26 @@ def holds_for(predicate, seconds, interval=0.05):
     return bool(predicate())
 
 
+@contextlib.contextmanager
+def this_process_on(**changes):
+    """Point this process's default connection elsewhere (NAME, HOST, PORT), and migrate it.
+
+    For a test with a database of its own (one it restarts, or fills); undone at the end.
+    """
+    from django.core.management import call_command
+    from django.db import connection
+
+    saved = {key: connection.settings_dict[key] for key in changes}
+    connection.close()
+    connection.settings_dict.update(changes)
+    try:
+        call_command("migrate", verbosity=0)
+        yield
+    finally:
+        connection.close()
+        connection.settings_dict.update(saved)
+
+
 class LeekServer:
     """A real `manage.py leek` process in its own session, and its workers."""
 

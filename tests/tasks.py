@@ -178,3 +178,13 @@ def statement_timeout():
     with connection.cursor() as cursor:
         cursor.execute("SHOW statement_timeout")
         return cursor.fetchone()[0]
+
+
+@leek.task(retries=3, retry_backoff=0.2)
+def write_row_or_retry(n, seconds=0.002):
+    """Sleep, then write a row; a database error (a restart) runs it again."""
+    from tests.models import Row
+
+    time.sleep(seconds)
+    Row.objects.create(n=n, pid=os.getpid())
+    return n
