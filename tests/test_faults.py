@@ -76,7 +76,9 @@ def restart_mid_run(server, pg):
     assert server.proc.poll() is None
 
 
-@pytest.mark.skipif(KIND != "mariadb", reason="on PostgreSQL a real restart is tested above")
+@pytest.mark.skipif(
+    KIND != "mariadb", reason="MariaDB only (PostgreSQL restarts a real instance above)"
+)
 def test_a_database_restart_mid_run_loses_nothing_and_runs_nothing_twice(start_server):
     forwarder = Forwarder()
     forwarder.start()
