@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, overload
 
-from django.db import router, transaction
+from django.db import DatabaseError, router, transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -350,11 +350,7 @@ def save(options: TaskOptions, path: str, payloads: list[bytes], encoding: str) 
     # Eager mode runs at once, whatever run_after says, as Celery's eager mode does.
     run_after = now if eager else options.due_at(now)
     rows = [row(options, path, p, encoding, now, run_after) for p in payloads]
-    if len(rows) == 1:
-        ids = hotpath.insert(using, rows)
-    else:
-        with transaction.atomic(using=using):
-            ids = hotpath.insert(using, rows)
+    ids = _insert(using, path, rows)
     if eager:
         for task_id in ids:
             runner.run(task_id, os.getpid(), socket.gethostname())
@@ -364,6 +360,21 @@ def save(options: TaskOptions, path: str, payloads: list[bytes], encoding: str) 
             lambda: client.notify(options.pool, options.priority, ids), using=using
         )
     return Saved(ids, now, using)
+
+
+def _insert(using: str, path: str, rows: list[tuple]) -> list[int]:
+    """Insert the rows; a database error says which task it failed to save, and where."""
+    try:
+        if len(rows) == 1:
+            return hotpath.insert(using, rows)
+        with transaction.atomic(using=using):
+            return hotpath.insert(using, rows)
+    except DatabaseError as exc:
+        # The same class (callers catch OperationalError), with what the driver's text omits.
+        what = f"the task {path}" if len(rows) == 1 else f"{len(rows)} tasks {path}"
+        raise type(exc)(
+            f"cannot save {what} in database {using!r}, nothing was queued: {exc}"
+        ) from exc
 
 
 def query_task(task_id: int) -> Task:

@@ -77,6 +77,10 @@ class Settings:
     # Periodic tasks named here, with their arguments (leek.schedules.from_setting):
     # {"nightly-report": {"task": "reports.tasks.build", "cron": "0 3 * * *"}, ...}.
     schedules: tuple[schedules.Spec, ...] = ()
+    # The server process's own database connections (not the workers'): seconds a connect or
+    # a statement may take, and a silent database is given, before it counts as an error.
+    # 0: no bound. SQLite's waits are bounded by its OPTIONS["timeout"].
+    db_timeout: float = 10.0
 
     @property
     def bind_address(self) -> tuple[str, int]:
@@ -120,6 +124,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "retention": (dict, tuple),
     "metrics_token": (str,),
     "schedules": (dict, tuple),
+    "db_timeout": (int, float),
 }
 
 
@@ -227,7 +232,13 @@ def _check_values(settings: Settings) -> None:
     for key in ("sweep_interval", "connect_timeout", "send_timeout", "heartbeat_interval"):
         if getattr(settings, key) <= 0:
             raise ImproperlyConfigured(f"LEEK[{key!r}] must be a positive number of seconds.")
-    for key in ("max_memory", "max_memory_hard", "max_tasks_per_worker", "task_timeout"):
+    for key in (
+        "max_memory",
+        "max_memory_hard",
+        "max_tasks_per_worker",
+        "task_timeout",
+        "db_timeout",
+    ):
         if getattr(settings, key) < 0:
             raise ImproperlyConfigured(f"LEEK[{key!r}] must be 0 (off) or more.")
     _check_lease(settings)

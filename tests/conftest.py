@@ -7,6 +7,7 @@ share a machine.
 
 import contextlib
 import os
+import random
 import re
 import shutil
 import signal
@@ -16,6 +17,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import psutil
 import pytest
@@ -134,17 +136,38 @@ def holds_for(predicate, seconds, interval=0.05):
     return bool(predicate())
 
 
+@contextlib.contextmanager
+def this_process_on(**changes):
+    """Point this process's default connection elsewhere (NAME, HOST, PORT), and migrate it.
+
+    For a test with a database of its own (one it restarts, or fills); undone at the end.
+    """
+    from django.core.management import call_command
+    from django.db import connection
+
+    saved = {key: connection.settings_dict[key] for key in changes}
+    connection.close()
+    connection.settings_dict.update(changes)
+    try:
+        call_command("migrate", verbosity=0)
+        yield
+    finally:
+        connection.close()
+        connection.settings_dict.update(saved)
+
+
 class LeekServer:
     """A real `manage.py leek` process in its own session, and its workers."""
 
-    def __init__(self, args, env_extra=None, expect_start=True):
+    def __init__(self, args, env_extra=None, expect_start=True, wrap=()):
         self.log_path = _TMP / f"server-{uuid.uuid4().hex[:8]}.log"
         self.port = None
         # Where and how this test process asks the server for `ping` and `stats`.
         self.host = "127.0.0.1"
         self.secret = ""
         env = {**os.environ, "PYTHONPATH": str(ROOT), **(env_extra or {})}
-        self.args = [sys.executable, "-m", "django", "leek", *args]
+        # `wrap`: a command that runs the server, as `ip netns exec NAME` (it must exec it).
+        self.args = [*wrap, sys.executable, "-m", "django", "leek", *args]
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 self.args,
@@ -241,11 +264,11 @@ def start_server(settings):
     """Return a function that starts a leek server and points this process's client at it."""
     servers = []
 
-    def start(*args, workers=1, env=None, point_client=True, expect_start=True):
+    def start(*args, workers=1, env=None, point_client=True, expect_start=True, wrap=()):
         argv = ["--workers", str(workers), *args]
         if not any(a.startswith("--bind") for a in args) and "--burst" not in args:
             argv += ["--bind", "127.0.0.1:0"]
-        server = LeekServer(argv, env, expect_start=expect_start)
+        server = LeekServer(argv, env, expect_start=expect_start, wrap=wrap)
         servers.append(server)
         if point_client and server.port:
             settings.LEEK = {**settings.LEEK, "port": server.port}
@@ -256,6 +279,41 @@ def start_server(settings):
     yield start
     for server in servers:
         server.stop()
+
+
+def ip(*args, netns=None):
+    command = ["ip", *(["netns", "exec", netns, "ip"] if netns else []), *args]
+    subprocess.run(command, check=True, capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def netns():
+    """A network namespace joined to this one by a veth pair: 10.a.b.1 here, .2 there."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("needs root and iproute2 to make a network namespace")
+    tag = uuid.uuid4().hex[:6]
+    name, here, there = f"leek-{tag}", f"lk{tag}a", f"lk{tag}b"
+    subnet = f"10.{random.randint(200, 250)}.{random.randint(0, 255)}"
+    try:
+        ip("netns", "add", name)
+        ip("link", "add", here, "type", "veth", "peer", "name", there)
+        ip("link", "set", there, "netns", name)
+        ip("addr", "add", f"{subnet}.1/30", "dev", here)
+        ip("link", "set", here, "up")
+        ip("addr", "add", f"{subnet}.2/30", "dev", there, netns=name)
+        ip("link", "set", there, "up", netns=name)
+    except subprocess.CalledProcessError as exc:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30)
+        subprocess.run(["ip", "link", "del", here], capture_output=True, timeout=30)
+        pytest.skip(f"cannot make a network namespace here: {exc.stderr.decode().strip()}")
+    try:
+        yield SimpleNamespace(
+            name=name, host_address=f"{subnet}.1", guest_address=f"{subnet}.2", host_link=here
+        )
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30)
+        with contextlib.suppress(subprocess.SubprocessError):
+            subprocess.run(["ip", "link", "del", here], capture_output=True, timeout=30)
 
 
 class _Settings:

@@ -1,4 +1,8 @@
-"""A loopback TCP forwarder to the test database server, to cut a server off its database."""
+"""A TCP forwarder to the test database server, to cut a server off its database.
+
+It listens on loopback, or on the address `bind` names (a veth end, for a server in a
+network namespace).
+"""
 
 import contextlib
 import os
@@ -11,16 +15,16 @@ _TARGETS = {"postgres": ("LEEK_TEST_PG", "5432"), "mariadb": ("LEEK_TEST_MY", "3
 
 
 class Forwarder:
-    """Loopback TCP to PostgreSQL or MariaDB from a socket of its own, in threads.
+    """TCP to PostgreSQL or MariaDB from a socket of its own, in threads.
 
     Until `start()`, its port is bound but not listening: connections to it are refused.
     """
 
-    def __init__(self):
+    def __init__(self, bind="127.0.0.1"):
         # Until then, a new connection is closed at once, as a restarting database does.
         self.refuse_until = 0.0
         self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
+        self.listener.bind((bind, 0))
         self.port = self.listener.getsockname()[1]
         prefix, port = _TARGETS[os.environ.get("LEEK_TEST_DB", "sqlite")]
         self.target = (
@@ -28,7 +32,7 @@ class Forwarder:
             int(os.environ.get(f"{prefix}PORT", port)),
         )
         # What a server sent through it needs to reach the database.
-        self.env = {f"{prefix}HOST": "127.0.0.1", f"{prefix}PORT": str(self.port)}
+        self.env = {f"{prefix}HOST": bind, f"{prefix}PORT": str(self.port)}
         self.sockets = []
         self.lock = threading.Lock()
         self.closed = False

@@ -102,6 +102,7 @@ LEEK = {
     "serializer": os.environ.get("LEEK_TEST_SERIALIZER", "pickle"),
     # Periodic tasks, as JSON: {"name": {"task": "tests.dt_tasks.write_row", "every": 1}}.
     "schedules": json.loads(os.environ.get("LEEK_TEST_SCHEDULES", "{}")),
+    "db_timeout": float(os.environ.get("LEEK_TEST_DB_TIMEOUT", "10")),
 }
 
 # Django Tasks through leek. On Django 5.2 the django-tasks backport (the test extra) stands in

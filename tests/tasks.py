@@ -190,3 +190,23 @@ def raise_then_crash(marker):
         open(marker, "w").close()
         raise RuntimeError("first call")
     os._exit(7)
+
+
+@leek.task
+def statement_timeout():
+    """Return this worker's PostgreSQL statement_timeout ("0": none)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW statement_timeout")
+        return cursor.fetchone()[0]
+
+
+@leek.task(retries=3, retry_backoff=0.2)
+def write_row_or_retry(n, seconds=0.002):
+    """Sleep, then write a row; a database error (a restart) runs it again."""
+    from tests.models import Row
+
+    time.sleep(seconds)
+    Row.objects.create(n=n, pid=os.getpid())
+    return n

@@ -18,7 +18,7 @@ from leek.models import Task
 from leek.pool.limits import Limits
 from leek.pool.supervisor import Supervisor
 from leek.retention import Purger
-from leek.server import Backlog, Heartbeat, Listener, Scheduler, Sweeper
+from leek.server import Backlog, Heartbeat, Listener, Scheduler, Sweeper, dbtimeouts
 
 # Options that override the LEEK setting of the same name.
 _OVERRIDES = (
@@ -82,6 +82,9 @@ def run(command: BaseCommand, options: dict[str, Any]) -> None:
     """Serve until a signal says stop."""
     settings = _settings(options)
     _configure_logging(options["verbosity"])
+    # The loop must not hang on a database that stops answering; the workers' tasks may
+    # run long queries, and their processes do not inherit this.
+    dbtimeouts.apply(settings.db_timeout)
     backlog = Backlog(settings.pools)
     listener = None
     if not options["burst"]:

@@ -59,6 +59,16 @@ def record_loss(task_id: int, claim: Claim, path: str, reason: str) -> str:
         status = ""
     if status == TaskStatus.READY:
         logger.warning("task %s goes back to READY (its lost_retries allow it)", task_id)
+    elif not status:
+        # A late write: a server that took this one for gone settled the task meanwhile.
+        logger.warning(
+            "task %s: the loss of worker %s on %s (%s) was discarded: the row is no longer "
+            "RUNNING under that worker's claim (settled elsewhere)",
+            task_id,
+            claim.pid,
+            claim.host,
+            path,
+        )
     return status
 
 

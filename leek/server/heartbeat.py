@@ -40,8 +40,6 @@ logger = logging.getLogger("leek.server")
 ORDERS_INTERVAL = 1.0
 # Fewest seconds between two writes of the row, however often the workers change.
 MIN_GAP = 0.25
-# Seconds a statement of this thread may take on PostgreSQL before it gives up.
-STATEMENT_TIMEOUT = 5
 
 # An order for the loop: kill the worker `pid` that holds task `task_id`, asked by `by`.
 Order = tuple[int, int, str]
@@ -149,10 +147,8 @@ class Heartbeat:
         """Run one database step; a refused one is logged and left for the next round."""
         alias = router.db_for_write(Server)
         try:
+            # Each statement is bounded by LEEK["db_timeout"] (leek.server.dbtimeouts).
             with transaction.atomic(using=alias):
-                if connections[alias].vendor == "postgresql":
-                    with connections[alias].cursor() as cursor:
-                        cursor.execute(f"SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}s'")
                 write()
         except (DatabaseError, InterfaceError) as exc:
             logger.warning("cannot write %s, trying again: %s", what, exc)
