@@ -140,6 +140,10 @@ class ScheduleAdmin(admin.ModelAdmin):
         """Schedules are declared in code or settings, not typed in."""
         return False
 
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """Refuse: a schedule leaves the code or the settings; here it is only switched off."""
+        return False
+
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         """Schedules change in code or settings; only their switch changes here (actions)."""
         return False

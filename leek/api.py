@@ -370,11 +370,15 @@ def _insert(using: str, path: str, rows: list[tuple]) -> list[int]:
         with transaction.atomic(using=using):
             return hotpath.insert(using, rows)
     except DatabaseError as exc:
-        # The same class (callers catch OperationalError), with what the driver's text omits.
+        # The same error (callers catch OperationalError, read its args and its cause), with
+        # what the driver's text omits.
         what = f"the task {path}" if len(rows) == 1 else f"{len(rows)} tasks {path}"
-        raise type(exc)(
-            f"cannot save {what} in database {using!r}, nothing was queued: {exc}"
-        ) from exc
+        said = f"cannot save {what} in database {using!r}, nothing was queued"
+        if exc.args and isinstance(exc.args[0], str):
+            exc.args = (f"{said}: {exc.args[0]}", *exc.args[1:])
+        else:  # MySQL's (code, text): the code stays first, for whoever reads it
+            exc.add_note(said)
+        raise
 
 
 def query_task(task_id: int) -> Task:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from django.conf import settings
 from django.db import connections
+from django.utils import timezone
 
 # The current UTC time, as each vendor says it.
 _NOW = {
@@ -21,13 +23,15 @@ _NOW = {
 
 
 def now(alias: str) -> datetime:
-    """Return the database's current time, as an aware UTC datetime."""
+    """Return the database's current time, as Django stores datetimes.
+
+    Aware, in UTC; naive, in the current time zone, when USE_TZ is False.
+    """
     connection = connections[alias]
     with connection.cursor() as cursor:
         cursor.execute(_NOW.get(connection.vendor, "SELECT CURRENT_TIMESTAMP"))
         (value,) = cursor.fetchone()
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return value if settings.USE_TZ else timezone.make_naive(value)

@@ -15,7 +15,7 @@ from typing import Any
 from django.utils.module_loading import import_string
 
 from leek import runner, serialize
-from leek.exceptions import CallableNotFound, UnserializableError
+from leek.exceptions import CallableNotFound, NotATask, UnserializableError
 from leek.hotpath import Claimed
 
 
@@ -31,8 +31,11 @@ def execute(task: Claimed, started: float) -> runner.Outcome:
         )
         return runner.refused(task, started, error)
     if not is_declared(found):
-        from leek import backend_worker  # a django.tasks Task, or refused there
-
+        try:
+            from leek import backend_worker  # a django.tasks Task, or refused there
+        except ImportError as exc:  # Django 5.2 without the django-tasks backport
+            error = NotATask(f"task {task.task_id}: {path} is not a @leek.task ({exc})")
+            return runner.refused(task, started, error)
         return backend_worker.execute(task, started)
     try:
         call = serialize.loads_json(task.payload)

@@ -15,6 +15,7 @@ or with `catch_up` the latest of them runs once, never all of them.
 from __future__ import annotations
 
 import enum
+import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -212,27 +213,38 @@ def aware(moment: datetime | None) -> datetime | None:
 
 
 def latest_slot(spec: Spec, now: datetime, zone: tzinfo) -> datetime | None:
-    """Return the latest slot at or before `now` (aware), or None if there is none."""
+    """Return the latest slot at or before `now` (aware), in UTC; None if there is none."""
     if spec.every is not None:
         step = timedelta(seconds=spec.every)
         return EPOCH + step * ((now - EPOCH) // step)
+    now = now.astimezone(UTC)  # compared in UTC: in one zone, a repeated hour's fold is not
     # cronsim reads backwards from a whole second, strictly before it.
-    start = now.astimezone(zone).replace(microsecond=0) + timedelta(seconds=1)
-    try:
-        return next(CronSim(spec.cron, start, reverse=True))
-    except StopIteration:
+    start = (now.replace(microsecond=0) + timedelta(seconds=1)).astimezone(zone)
+    earlier = CronSim(spec.cron, start, reverse=True)
+    found = next((c for c in itertools.islice(earlier, 1000) if c.astimezone(UTC) <= now), None)
+    if found is None:
         return None
+    # Its backward steps can land in the first pass of an autumn change's repeated hour
+    # when the second pass has slots too: forward steps are exact, so walk on from there.
+    for later in itertools.islice(CronSim(spec.cron, found), 1000):
+        if later.astimezone(UTC) > now:
+            break
+        found = later
+    # In UTC: two times of one zone compare by the wall clock, fold (which pass) ignored.
+    return found.astimezone(UTC)
 
 
 def next_slot(spec: Spec, now: datetime, zone: tzinfo) -> datetime | None:
-    """Return the first slot after `now` (aware), or None if there is none."""
+    """Return the first slot after `now` (aware), in UTC; None if there is none."""
     if spec.every is not None:
         step = timedelta(seconds=spec.every)
         return EPOCH + step * ((now - EPOCH) // step + 1)
-    try:
-        return next(CronSim(spec.cron, now.astimezone(zone)))
-    except StopIteration:
-        return None
+    # cronsim steps on the wall clock: in an autumn change's repeated hour it may first name
+    # a time of the hour's first pass, before `now`.
+    for found in itertools.islice(CronSim(spec.cron, now.astimezone(zone)), 1000):
+        if found.astimezone(UTC) > now.astimezone(UTC):
+            return found.astimezone(UTC)
+    return None
 
 
 class Action(enum.Enum):
@@ -265,11 +277,16 @@ def decide(
     """
     slot = latest_slot(spec, now, zone)
     baseline = since if last_slot is None else max(last_slot, since)
-    if slot is None or slot <= baseline:
+    if slot is None or slot <= baseline or slot > now:
         return Decision(Action.WAIT)
-    if (now - slot).total_seconds() <= ON_TIME or spec.catch_up:
-        return Decision(Action.RUN, slot)
-    return Decision(Action.SKIP_MISSED, slot)
+    if (now - slot).total_seconds() > ON_TIME:  # no server was up for it
+        return Decision(Action.RUN if spec.catch_up else Action.SKIP_MISSED, slot)
+    # The latest slot is on time, and so may be earlier ones that a slow round (a database
+    # that paused, a busy machine) left behind: the earliest of those goes first, and the
+    # caller asks again for the next.
+    floor = max(baseline, now - timedelta(seconds=ON_TIME))
+    first = next_slot(spec, floor, zone)
+    return Decision(Action.RUN, first if first and baseline < first < slot else slot)
 
 
 def seconds_to_next(spec: Spec, now: datetime, zone: tzinfo) -> float:

@@ -31,12 +31,16 @@ def test_postgresql_gets_every_bound_and_keeps_the_projects_own():
     assert found["connect_timeout"] == 3
     assert found["tcp_user_timeout"] == 2500
     assert found["keepalives"] == 1
-    assert found["options"] == "-c search_path=app -c statement_timeout=2500"
+    assert found["options"] == (
+        "-c search_path=app -c statement_timeout=2500 -c idle_in_transaction_session_timeout=2500"
+        " -c tcp_keepalives_idle=2 -c tcp_keepalives_interval=1 -c tcp_keepalives_count=2"
+    )
     # A silent peer is dropped by the keepalives within the bound.
     probes = found["keepalives_idle"] + found["keepalives_interval"] * found["keepalives_count"]
     assert probes <= 5
     own = bounded_options("postgresql", {"options": "-c statement_timeout=0", "keepalives": 0}, 9)
-    assert own["options"] == "-c statement_timeout=0"
+    assert own["options"].startswith("-c statement_timeout=0 -c idle_in")
+    assert own["options"].count("statement_timeout") == 1
     assert own["keepalives"] == 0
 
 

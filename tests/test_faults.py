@@ -127,9 +127,9 @@ def test_a_task_that_ran_in_time_is_not_killed_while_its_outcome_waits_for_the_d
     forwarder.start()
     try:
         server = start_server(workers=1, env=forwarder.env)
-        handle = tasks.sleep_seconds.using(timeout=2).offload(1)
+        handle = tasks.sleep_seconds.using(timeout=4).offload(3)
         wait_until(lambda: handle.refresh().status == TaskStatus.RUNNING, 30, "the task to run")
-        forwarder.cut(5)  # past the time limit: the outcome waits for the database
+        forwarder.cut(6)  # past the time limit: the outcome waits for the database
         handle.wait(60)
         assert handle.status == TaskStatus.SUCCESSFUL, handle.traceback
         assert f"database error recording task {handle.id}" in server.log()

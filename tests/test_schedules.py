@@ -70,6 +70,44 @@ def test_decide_runs_on_time_skips_missed_and_catches_up_once():
     assert schedules.decide(catch_up, late, UTC, None, late).action is schedules.Action.WAIT
 
 
+def run_through(spec_, start, seconds, step, zone):
+    """Ask decide() every `step` s for `seconds`, as a server would; return what ran when."""
+    last, ran = None, []
+    for n in range(0, seconds, step):
+        now = start + timedelta(seconds=n)
+        while True:
+            decision = schedules.decide(spec_, now, zone, last, start)
+            if decision.action is schedules.Action.WAIT:
+                break
+            assert decision.action is schedules.Action.RUN, (now, decision)
+            ran.append((decision.slot, now))
+            last = decision.slot
+    return ran
+
+
+def test_a_five_minute_cron_runs_every_five_minutes_through_the_autumn_change():
+    # 2025-11-02 in New York: 02:00 EDT falls back to 01:00 EST. Jobs that run more often
+    # than hourly run by the wall clock in both passes of the repeated hour: every five
+    # minutes of real time, never before their slot, never an hour early.
+    new_york = zoneinfo.ZoneInfo("America/New_York")
+    start = datetime(2025, 11, 2, 4, 31, tzinfo=UTC)  # 00:31 EDT
+    ran = run_through(spec(cron="*/5 * * * *"), start, 3 * 3600, 7, new_york)
+    slots = [slot for slot, _ in ran]
+    assert all(slot <= now for slot, now in ran)
+    gaps = {(b - a).total_seconds() for a, b in zip(slots, slots[1:], strict=False)}
+    assert gaps == {300.0}, sorted(gaps)
+    assert len(slots) == 36  # 04:35 to 07:30 UTC
+
+
+def test_slots_a_slow_round_left_behind_run_each_in_turn_while_on_time():
+    every = spec(every=1)
+    start = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
+    # Rounds 6 s apart (a database that paused): every one-second slot still runs, in order.
+    ran = run_through(every, start, 30, 6, UTC)
+    slots = [slot for slot, _ in ran]
+    assert slots == [start + timedelta(seconds=n) for n in range(1, 25)]
+
+
 @pytest.mark.parametrize(
     ("entry", "message"),
     [

@@ -53,8 +53,19 @@ def bounded_options(vendor: str, options: Mapping[str, Any], seconds: float) -> 
         }
         found = {**added, **options}
         startup = str(options.get("options", ""))
-        if "statement_timeout" not in startup:
-            found["options"] = f"{startup} -c statement_timeout={round(seconds * 1000)}".strip()
+        # And on the database's side: a transaction this server left open (it was cut off
+        # mid-way) ends, and frees its locks, instead of holding them for hours.
+        ms = round(seconds * 1000)
+        for name, value in (
+            ("statement_timeout", ms),
+            ("idle_in_transaction_session_timeout", ms),
+            ("tcp_keepalives_idle", added["keepalives_idle"]),
+            ("tcp_keepalives_interval", added["keepalives_interval"]),
+            ("tcp_keepalives_count", 2),
+        ):
+            if name not in startup:
+                startup = f"{startup} -c {name}={value}".strip()
+        found["options"] = startup
         return found
     if vendor == "mysql":
         # mysqlclient tries a read up to three times: a silent peer costs 3 x read_timeout.

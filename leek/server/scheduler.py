@@ -16,6 +16,7 @@ the new id; if that fails, the sweep finds the row.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -29,6 +30,7 @@ from django.db import (
     DatabaseError,
     IntegrityError,
     InterfaceError,
+    OperationalError,
     connections,
     router,
     transaction,
@@ -36,11 +38,13 @@ from django.db import (
 from django.db.models import Q
 from django.utils import timezone
 
-from leek import api, hotpath, schedules, serialize
+from leek import api, dbclock, hotpath, schedules, serialize
 from leek.models import Encoding, Schedule, ScheduleRun, SlotSkip, Task, TaskStatus
 
 logger = logging.getLogger("leek.server")
 
+# Slots of one schedule taken in one round, at most (one a second for a minute late).
+MAX_SLOTS_A_ROUND = 100
 # Longest wait between two reads of the schedules (new ones, enabled, disabled).
 MAX_WAIT = 1.0
 # Seconds before the next round after a database error.
@@ -88,32 +92,36 @@ class Scheduler:
                     wait = self.tick()
                 except (DatabaseError, InterfaceError) as exc:
                     logger.warning("scheduler: cannot read or take slots, trying again: %s", exc)
-                    connections[alias].close()  # a broken connection is replaced
+                    with contextlib.suppress(DatabaseError, InterfaceError):
+                        connections[alias].close()  # a broken connection is replaced
                 except Exception:  # noqa: BLE001 - thread boundary: log, and go on next round
                     logger.exception("scheduler: error in a round; trying again")
                 self._stopping.wait(wait)
         finally:
-            connections[alias].close()
+            with contextlib.suppress(DatabaseError, InterfaceError):
+                connections[alias].close()
 
     def tick(self, now: datetime | None = None) -> float:
-        """Take what is due among the enabled schedules; return the seconds to the next round."""
-        now = schedules.aware(now or timezone.now())
+        """Take what is due among the enabled schedules; return the seconds to the next round.
+
+        `now` is the database's clock, as the servers' heartbeats are: every server reads
+        the same time, whatever its host's clock says.
+        """
+        alias = router.db_for_write(Schedule)
+        now = schedules.aware(now or dbclock.now(alias))
         wait = MAX_WAIT
-        rows = list(Schedule.objects.filter(enabled=True, declared=True))
+        rows = list(Schedule.objects.using(alias).filter(enabled=True, declared=True))
         for row in rows:
             try:
                 spec = row.spec
-                decision = schedules.decide(
-                    spec,
-                    now,
-                    self.zone,
-                    schedules.aware(row.last_slot),
-                    schedules.aware(row.since),
-                )
-                if decision.action is not schedules.Action.WAIT:
-                    self._take(row, decision)
-            except (TypeError, ValueError) as exc:  # a row edited by hand into nonsense
+                self._take_due(row, spec, now)
+            except (ArithmeticError, TypeError, ValueError) as exc:  # a row edited into nonsense
                 logger.error("schedule %s cannot run: %s", row.name, exc)
+                continue
+            except (OperationalError, InterfaceError):
+                raise  # the connection: the round ends, and the next has a new one
+            except DatabaseError as exc:  # this schedule's rows (a lock that timed out)
+                logger.error("schedule %s: cannot take its slot, trying again: %s", row.name, exc)
                 continue
             # A little past the slot, so that the clock has surely reached it.
             wait = min(wait, schedules.seconds_to_next(spec, now, self.zone) + 0.001)
@@ -122,8 +130,20 @@ class Scheduler:
             prune(rows)
         return wait
 
-    def _take(self, row: Schedule, decision: schedules.Decision) -> None:
-        """Insert the slot's row (and its task's) unless another server did."""
+    def _take_due(self, row: Schedule, spec: schedules.Spec, now: datetime) -> None:
+        """Take the schedule's due slots, each in turn (a slow round may have left several)."""
+        for _ in range(MAX_SLOTS_A_ROUND):
+            last, since = schedules.aware(row.last_slot), schedules.aware(row.since)
+            decision = schedules.decide(spec, now, self.zone, last, since)
+            if decision.action is schedules.Action.WAIT or not self._take(row, decision):
+                return
+
+    def _take(self, row: Schedule, decision: schedules.Decision) -> bool:
+        """Insert the slot's row (and its task's) unless another server did; say if it did.
+
+        The schedule's row is locked first, and skipped if another server holds it: that
+        server is taking a slot of it, and the slot's unique row is only the backstop.
+        """
         slot = decision.slot
         skipped = ""
         if decision.action is schedules.Action.SKIP_MISSED:
@@ -132,31 +152,35 @@ class Scheduler:
             skipped = SlotSkip.OVERLAP
         alias = router.db_for_write(ScheduleRun)
         task_id = None
+        later = Q(last_slot__isnull=True) | Q(last_slot__lt=stored(slot))
         try:
             with transaction.atomic(using=alias):
+                mine = Schedule.objects.using(alias).filter(
+                    later, pk=row.pk, enabled=True, declared=True
+                )
+                if not mine.select_for_update(skip_locked=True).values_list("pk").first():
+                    return False  # taken, disabled, or being taken by another server
                 if not skipped:
                     task_id = self._insert_task(row, alias)
                 ScheduleRun.objects.using(alias).create(
                     schedule=row, slot=stored(slot), task_id=task_id, skipped=skipped,
                     server=self.server,
                 )  # fmt: skip
-                later = Q(last_slot__isnull=True) | Q(last_slot__lt=stored(slot))
-                Schedule.objects.using(alias).filter(later, pk=row.pk).update(
-                    last_slot=stored(slot)
-                )
+                mine.update(last_slot=stored(slot))
         except IntegrityError:
-            return  # another server took this slot
+            return False  # another server took this slot
         row.last_slot = slot
         when = slot.astimezone(self.zone).isoformat()
         if task_id is None:
             logger.info("schedule %s: slot %s skipped (%s)", row.name, when, skipped)
-            return
+            return True
         logger.info("schedule %s: slot %s enqueued task %s %s", row.name, when, task_id,
                     row.callable_path)  # fmt: skip
         try:
             self.announce(row.pool, row.priority, [task_id])
         except OSError as exc:
             logger.debug("task %s is left to the sweep: %s", task_id, exc)
+        return True
 
     @staticmethod
     def _insert_task(row: Schedule, alias: str) -> int:
