@@ -21,9 +21,10 @@ from typing import Any, overload
 from django.db import router, transaction
 from django.utils import timezone
 
-from leek import client, conf, hotpath, runner, serialize
+from leek import client, conf, hotpath, keys, runner, serialize, unique
+from leek.exceptions import Snooze as Snooze  # leek.Snooze, for the tasks
 from leek.exceptions import TaskFailed, TaskNotFinished, TaskTimeout
-from leek.models import Encoding, Task, TaskStatus
+from leek.models import Encoding, Task, TaskStatus, UniqueUntil
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,16 @@ class TaskOptions:
     # Runs again after its worker died, this many times (a task that kills its worker
     # every time must not loop for ever).
     lost_retries: int = 0
+    # Saves nothing new while a task with the same key is READY (unique_until="end": or
+    # RUNNING); a str, or a function of the call's arguments that returns one (leek.unique).
+    unique_key: str | Callable[..., str] | None = None
+    unique_until: str = UniqueUntil.START
+    # At most max_concurrency at once and `rate` starts ("10/m") of the tasks with the same
+    # concurrency_key (a str or a function, as unique_key; default: the callable's path),
+    # across every server (leek.throttle).
+    concurrency_key: str | Callable[..., str] | None = None
+    max_concurrency: int | None = None
+    rate: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.pool, str) or not self.pool or any(c.isspace() for c in self.pool):
@@ -66,6 +77,12 @@ class TaskOptions:
                 f"run_after={self.run_after!r} is naive; give an aware datetime "
                 "(django.utils.timezone.now() + timedelta(...))."
             )
+        keys.check_options(self)
+
+    @property
+    def plain(self) -> bool:
+        """Tell whether no unique key nor limit applies (the fast path)."""
+        return self.unique_key is None and self.max_concurrency is None and self.rate is None
 
     def due_at(self, now: datetime) -> datetime:
         """Return when a task offloaded at `now` may start."""
@@ -257,7 +274,8 @@ def _offload(configured: ConfiguredTask, calls: list[tuple[tuple, dict]]) -> lis
             "move it into a module of your project."
         )
     payloads = [serialize.dumps_call(fn, args, kwargs) for args, kwargs in calls]
-    saved = save(options, path, payloads, Encoding.PICKLE)
+    extras = None if options.plain else [keys.columns(options, path, a, k) for a, k in calls]
+    saved = save(options, path, payloads, Encoding.PICKLE, extras)
     handles = [TaskHandle(task_id, path, saved.using) for task_id in saved.ids]
     if conf.get().eager:  # they ran already
         for handle in handles:
@@ -274,11 +292,19 @@ class Saved:
     using: str
 
 
-def save(options: TaskOptions, path: str, payloads: list[bytes], encoding: str) -> Saved:
+def save(
+    options: TaskOptions,
+    path: str,
+    payloads: list[bytes],
+    encoding: str,
+    extras: list[tuple] | None = None,
+) -> Saved:
     """Insert one READY row per encoded call and tell the server once the caller commits.
 
     The one path of every task: `.offload()` and the Django Tasks backend both end here.
-    In eager mode the tasks run here and now instead.
+    In eager mode the tasks run here and now instead. `extras`: each call's columns of
+    uniqueness and limits (leek.keys.columns), None for a plain task. A call whose unique
+    key a task holds saves nothing: its id is the holder's, and it is not announced.
     """
     now = timezone.now()
     using = router.db_for_write(Task)
@@ -290,21 +316,23 @@ def save(options: TaskOptions, path: str, payloads: list[bytes], encoding: str) 
     # In the order of hotpath.OFFLOAD_COLUMNS.
     fields = (options.timeout, options.retries, options.retry_backoff, options.lost_retries)
     rows = [
-        (options.pool, path, p, options.priority, run_after, now, *fields, encoding)
-        for p in payloads
+        (options.pool, path, p, options.priority, run_after, now, *fields, encoding, *extra)
+        for p, extra in zip(payloads, extras or [keys.PLAIN] * len(payloads), strict=True)
     ]
-    if len(rows) == 1:
-        ids = hotpath.insert(using, rows)
+    if options.unique_key is not None:
+        ids, new = unique.insert(using, rows)
+    elif len(rows) == 1:
+        ids = new = hotpath.insert(using, rows)
     else:
         with transaction.atomic(using=using):
-            ids = hotpath.insert(using, rows)
+            ids = new = hotpath.insert(using, rows)
     if eager:
-        for task_id in ids:
+        for task_id in new:
             runner.run(task_id, os.getpid(), socket.gethostname())
-    elif run_after <= now:
+    elif run_after <= now and new:
         # A delayed task is not announced: the server's sweep wakes up when it is due.
         transaction.on_commit(
-            lambda: client.notify(options.pool, options.priority, ids), using=using
+            lambda: client.notify(options.pool, options.priority, new), using=using
         )
     return Saved(ids, now, using)
 

@@ -168,3 +168,15 @@ def sleep_then_write_row(n, seconds=0.01):
 def echo_bytes(data):
     """Return the length of `data` (a large argument makes a large payload to load)."""
     return len(data)
+
+
+@leek.task
+def snooze_first_time(n, seconds):
+    """Ask to run again in `seconds` the first time (it writes a row), then return when."""
+    from leek import Snooze
+    from tests.models import Row
+
+    if not Row.objects.filter(n=n).exists():
+        Row.objects.create(n=n, pid=os.getpid())
+        raise Snooze(seconds)
+    return time.time()
