@@ -7,8 +7,9 @@ import psutil
 import pytest
 from django.db import connections, transaction
 
-from leek import Snooze
-from leek.models import Task, TaskLimit, TaskStatus
+from leek import Snooze, client, hotpath, throttle
+from leek.models import Claim, PoolPause, Task, TaskLimit, TaskStatus
+from leek.runner import database
 from tests import tasks
 from tests.conftest import KIND, wait_until
 from tests.models import Row
@@ -32,6 +33,62 @@ def test_options_are_checked_when_declared():
     with pytest.raises(ValueError, match=r"Snooze\(-1\)"):
         Snooze(-1)
     assert not Task.objects.exists()
+
+
+@pytest.fixture
+def notified_nowhere(monkeypatch):
+    """No notifications: these tests need no server."""
+    monkeypatch.setattr(client, "notify", lambda pool, priority, ids: True)
+
+
+def _claim(task_id, pid=4242):
+    with hotpath.transaction(database()) as writer:
+        return writer.claim(task_id, pid, "host")
+
+
+def test_a_key_lets_its_tasks_start_in_order_and_up_to_its_limit(notified_nowhere):
+    two = tasks.add.using(concurrency_key="pair", max_concurrency=2)
+    first, second, third = (h.id for h in two.offload_many([(1, 1), (2, 2), (3, 3)]))
+    urgent = two.using(priority=5).offload(4, 4).id
+    plain = tasks.add.offload(0, 0).id
+    # The sweep hands out the first two of the key, the urgent one first; and plain tasks
+    # as ever, through the plain query.
+    assert throttle.due([], 100) == [(urgent, 5), (first, 0)]
+    assert Task.objects.due([], 100) == [(plain, 0)]
+    # Two come before the third: it may not start, while the first may.
+    assert _claim(third) is None
+    assert Task.objects.get(pk=third).status == TaskStatus.READY
+    assert _claim(first).limited
+    assert throttle.due([], 100) == [(urgent, 5)]
+    assert _claim(urgent).limited
+    assert throttle.due([], 100) == []  # full
+    assert _claim(second) is None
+    with hotpath.transaction(database()) as writer:
+        assert writer.succeed(first, Claim(4242, "host", 1), b"N.")
+    assert throttle.due([], 100) == [(second, 0)]
+    # A paused pool's tasks are not handed out; and a plain claim never takes a limited task.
+    PoolPause.objects.create(pool="default")
+    assert throttle.due([], 100) == []
+    PoolPause.objects.all().delete()
+    assert _claim(second).limited
+    assert _claim(plain).limited is False
+
+
+def test_a_rate_spaces_the_starts_of_its_key(notified_nowhere):
+    paced = tasks.add.using(rate="2/s", concurrency_key="api")
+    first, second = (h.id for h in paced.offload_many([(1, 1), (2, 2)]))
+    assert throttle.due([], 100) == [(first, 0)]  # one at a time
+    assert throttle.next_start([]) is None
+    assert _claim(first).limited
+    assert _claim(second) is None
+    assert throttle.due([], 100) == []
+    limit = TaskLimit.objects.get(key="api")
+    assert throttle.next_start([]) == limit.next_start_at
+    started = Task.objects.get(pk=first).started_at
+    assert (limit.next_start_at - started).total_seconds() == pytest.approx(0.5)
+    TaskLimit.objects.filter(key="api").update(next_start_at=started)  # as if 0.5 s went by
+    assert throttle.due([], 100) == [(second, 0)]
+    assert _claim(second).limited
 
 
 def _race(offload, threads=8):

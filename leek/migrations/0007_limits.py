@@ -110,5 +110,5 @@ class Migration(migrations.Migration):
                 name="leek_task_unique_hold",
             ),
         ),
-        migrations.RunPython(add_full_index, drop_full_index, elidable=False),
+        migrations.RunPython(add_full_index, drop_full_index, atomic=False, elidable=False),
     ]
