@@ -316,16 +316,19 @@ def save(
     # In the order of hotpath.OFFLOAD_COLUMNS.
     fields = (options.timeout, options.retries, options.retry_backoff, options.lost_retries)
     rows = [
-        (options.pool, path, p, options.priority, run_after, now, *fields, encoding, *extra)
-        for p, extra in zip(payloads, extras or [keys.PLAIN] * len(payloads), strict=True)
+        (options.pool, path, p, options.priority, run_after, now, *fields, encoding)
+        for p in payloads
     ]
+    limited = extras is not None
+    if limited:
+        rows = [row + extra for row, extra in zip(rows, extras, strict=True)]
     if options.unique_key is not None:
         ids, new = unique.insert(using, rows)
     elif len(rows) == 1:
-        ids = new = hotpath.insert(using, rows)
+        ids = new = hotpath.insert(using, rows, limited)
     else:
         with transaction.atomic(using=using):
-            ids = new = hotpath.insert(using, rows)
+            ids = new = hotpath.insert(using, rows, limited)
     if eager:
         for task_id in new:
             runner.run(task_id, os.getpid(), socket.gethostname())

@@ -52,13 +52,10 @@ OFFLOAD_COLUMNS = (
     "retry_backoff",
     "lost_retries",
     "encoding",
-    # Uniqueness and limits (leek.unique, leek.throttle); NULL in a plain task.
-    "unique_key",
-    "unique_until",
-    "limit_key",
-    "max_concurrency",
-    "rate_interval",
 )
+# Columns only a task with a unique key or limits sets, after OFFLOAD_COLUMNS (leek.keys);
+# a plain task's INSERT leaves them to the database's defaults.
+LIMIT_COLUMNS = ("unique_key", "unique_until", "limit_key", "max_concurrency", "rate_interval")
 _DATETIMES = tuple(OFFLOAD_COLUMNS.index(c) for c in ("run_after", "enqueued_at"))
 # What a worker needs to run a task it claimed.
 CLAIM_COLUMNS = (
@@ -105,9 +102,12 @@ def _statements(connection: Any, raw: bool) -> dict[str, Any]:
     fixed = {
         f.column: f.get_db_prep_save(f.get_default(), connection)
         for f in meta.concrete_fields
-        if not f.primary_key and not f.generated and f.column not in OFFLOAD_COLUMNS
+        if not f.primary_key
+        and not f.generated
+        and f.column not in OFFLOAD_COLUMNS + LIMIT_COLUMNS
     }
     columns = ", ".join(q(c) for c in OFFLOAD_COLUMNS + tuple(fixed))
+    limited = ", ".join(q(c) for c in OFFLOAD_COLUMNS + LIMIT_COLUMNS + tuple(fixed))
     # INSERT ... RETURNING: SQLite from 3.35, PostgreSQL, MariaDB from 10.5. UPDATE ...
     # RETURNING: the same but MariaDB.
     insert_returning = connection.features.can_return_columns_from_insert
@@ -125,6 +125,10 @@ def _statements(connection: Any, raw: bool) -> dict[str, Any]:
         "fixed": tuple(fixed.values()),
         "insert": f"INSERT INTO {table} ({columns}) VALUES ",
         "row": "(" + ", ".join(["%s"] * (len(OFFLOAD_COLUMNS) + len(fixed))) + ")",
+        "insert_limited": f"INSERT INTO {table} ({limited}) VALUES ",
+        "row_limited": "("
+        + ", ".join(["%s"] * (len(OFFLOAD_COLUMNS) + len(LIMIT_COLUMNS) + len(fixed)))
+        + ")",
         "insert_returning": insert_returning,
         "returning": returning,
         # A task under a limit is not claimed here, but by leek.throttle.
@@ -204,10 +208,11 @@ def _turn(connection: Any) -> Iterator[None]:
         fcntl.flock(fd, fcntl.LOCK_UN)
 
 
-def insert(alias: str, rows: Sequence[tuple]) -> list[int]:
+def insert(alias: str, rows: Sequence[tuple], limited: bool = False) -> list[int]:
     """Insert READY tasks, each a tuple in OFFLOAD_COLUMNS order; return their ids in order.
 
-    Run inside a transaction when there is more than one row.
+    `limited`: each tuple goes on with the LIMIT_COLUMNS. Run inside a transaction when
+    there is more than one row.
     """
     connection, sql = _connection(alias)
     adapt = connection.ops.adapt_datetimefield_value
@@ -228,7 +233,10 @@ def insert(alias: str, rows: Sequence[tuple]) -> list[int]:
                     values[i] = adapt(values[i])
                 params += values
                 params += fixed
-            statement = sql["insert"] + ", ".join([sql["row"]] * len(chunk))
+            if limited:
+                statement = sql["insert_limited"] + ", ".join([sql["row_limited"]] * len(chunk))
+            else:
+                statement = sql["insert"] + ", ".join([sql["row"]] * len(chunk))
             if sql["insert_returning"]:
                 cursor.execute(statement + " RETURNING id", params)
                 ids += [found[0] for found in cursor.fetchall()]
@@ -250,7 +258,7 @@ class Writer:
 
     def __init__(self, alias: str, cursor: Any, sql: dict[str, Any], connection: Any) -> None:
         self.alias = alias
-        self.cursor = cursor
+        self._cursor = cursor
         self._sql = sql
         self._adapt = connection.ops.adapt_datetimefield_value
         self.connection = connection
@@ -260,9 +268,14 @@ class Writer:
         # lock, and takes no other (leek.throttle), so it should end.
         self.refused = False
 
+    @property
+    def cursor(self) -> Any:
+        """Return the cursor of the transaction, for the statements of leek.throttle."""
+        return self._cursor
+
     def claim(self, task_id: int, pid: int, host: str) -> Claimed | None:
         """Take a READY, due task for the worker `pid`; None if it is not there to take."""
-        sql, cursor = self._sql, self.cursor
+        sql, cursor = self._sql, self._cursor
         now = self._adapt(timezone.now())
         running, ready = TaskStatus.RUNNING.value, TaskStatus.READY.value
         cursor.execute(sql["claim"], (running, now, pid, host, task_id, ready, now))
@@ -276,18 +289,18 @@ class Writer:
         running, ready = TaskStatus.RUNNING.value, TaskStatus.READY.value
         at = self._adapt(now)
         params = (running, at, pid, host, task_id, ready, at)
-        self.cursor.execute(self._sql["claim_limited"], params)
+        self._cursor.execute(self._sql["claim_limited"], params)
         found = self._found(task_id)
         return None if found is None else replace(_claimed(task_id, found), limited=True)
 
     def _found(self, task_id: int) -> Sequence[Any] | None:
         """Return the claimed row of the UPDATE just run, or None if it changed nothing."""
         if self._sql["returning"]:
-            return self.cursor.fetchone()
-        if not self.cursor.rowcount:
+            return self._cursor.fetchone()
+        if not self._cursor.rowcount:
             return None
-        self.cursor.execute(self._sql["claimed"], (task_id,))
-        return self.cursor.fetchone()
+        self._cursor.execute(self._sql["claimed"], (task_id,))
+        return self._cursor.fetchone()
 
     def reclaim(self, task_id: int, pid: int, host: str) -> Claimed | None:
         """Return the task if the worker `pid` on `host` holds it RUNNING; else None.
@@ -296,16 +309,16 @@ class Writer:
         connection broke at COMMIT): the claim may have been committed all the same.
         """
         running = TaskStatus.RUNNING.value
-        self.cursor.execute(self._sql["reclaim"], (task_id, running, pid, host))
-        return _claimed(task_id, self.cursor.fetchone())
+        self._cursor.execute(self._sql["reclaim"], (task_id, running, pid, host))
+        return _claimed(task_id, self._cursor.fetchone())
 
     def succeed(self, task_id: int, claim: Claim, result: bytes) -> bool:
         """Record that the task ran to the end under `claim`, and what it returned."""
         now = self._adapt(timezone.now())
         done, running = TaskStatus.SUCCESSFUL.value, TaskStatus.RUNNING.value
         mine = (task_id, running, claim.pid, claim.host, claim.attempt)
-        self.cursor.execute(self._sql["succeed"], (done, now, result, *mine))
-        return bool(self.cursor.rowcount)
+        self._cursor.execute(self._sql["succeed"], (done, now, result, *mine))
+        return bool(self._cursor.rowcount)
 
 
 @contextlib.contextmanager

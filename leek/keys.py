@@ -13,9 +13,6 @@ from typing import Any, Protocol
 
 from leek.models import UniqueUntil
 
-# The columns of a plain task, in the order of leek.hotpath.OFFLOAD_COLUMNS: unique_key,
-# unique_until, limit_key, max_concurrency, rate_interval.
-PLAIN: tuple = (None, UniqueUntil.START.value, None, None, None)
 # The length of Task.unique_key and Task.limit_key.
 KEY_MAX = 255
 SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0}
@@ -78,7 +75,10 @@ def _key(name: str, given: str | Callable[..., str], path: str, args: tuple, kwa
 
 
 def columns(options: Options, path: str, args: tuple, kwargs: dict[str, Any]) -> tuple:
-    """Return the uniqueness and limit columns of one call of the task at `path`."""
+    """Return the uniqueness and limit columns of one call of the task at `path`.
+
+    In the order of leek.hotpath.LIMIT_COLUMNS.
+    """
     unique = None
     if options.unique_key is not None:
         unique = _key("unique_key", options.unique_key, path, args, kwargs)

@@ -451,8 +451,12 @@ class Task(models.Model):
     # while the row is READY (or RUNNING, for unique_until END), NULL otherwise, so that the
     # database refuses a second holder with a plain unique index, on every vendor.
     unique_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001 - NULL: none
+    # A plain task's INSERT leaves it out (leek.hotpath): the database writes the default.
     unique_until = models.CharField(
-        max_length=5, choices=UniqueUntil.choices, default=UniqueUntil.START
+        max_length=5,
+        choices=UniqueUntil.choices,
+        default=UniqueUntil.START,
+        db_default=UniqueUntil.START,
     )
     unique_hold = models.GeneratedField(
         expression=models.Case(

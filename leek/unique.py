@@ -15,7 +15,7 @@ from django.db import IntegrityError, transaction
 from leek import hotpath
 from leek.models import Task
 
-KEY = hotpath.OFFLOAD_COLUMNS.index("unique_key")
+KEY = len(hotpath.OFFLOAD_COLUMNS) + hotpath.LIMIT_COLUMNS.index("unique_key")
 # Inserts tried for one row: each refusal names a holder, unless it ended meanwhile.
 TRIES = 5
 
@@ -38,7 +38,7 @@ def _insert(using: str, row: tuple) -> tuple[int, bool]:
     for _ in range(TRIES):
         try:
             with transaction.atomic(using=using):
-                return hotpath.insert(using, [row])[0], True
+                return hotpath.insert(using, [row], limited=True)[0], True
         except IntegrityError:
             holders = Task.objects.using(using).filter(unique_hold=key)
             holder = holders.values_list("id", flat=True).first()

@@ -64,7 +64,10 @@ class Migration(migrations.Migration):
             model_name="task",
             name="unique_until",
             field=models.CharField(
-                choices=[("start", "Start"), ("end", "End")], default="start", max_length=5
+                choices=[("start", "Start"), ("end", "End")],
+                db_default="start",
+                default="start",
+                max_length=5,
             ),
         ),
         migrations.AddField(
