@@ -101,15 +101,16 @@ def claim(writer: Writer, task_id: int, pid: int, host: str) -> Claimed | None:
         return None
     key, most, interval, pool, priority = found
     free = _free(writer, sql, key, most, interval, adapt(now))
-    ahead = (key, pool, TaskStatus.READY.value, adapt(now), priority, priority, task_id, free)
+    task = None
     if free:
-        cursor.execute(sql["before"], ahead)
-    if not free or cursor.fetchone()[0] >= free:
-        writer.refused = True
-        return None
-    task = writer.claim_limited(task_id, pid, host, now)
+        ahead = (key, pool, TaskStatus.READY.value, adapt(now), priority, priority, task_id)
+        cursor.execute(sql["before"], (*ahead, free))
+        if cursor.fetchone()[0] < free:
+            task = writer.claim_limited(task_id, pid, host, now)
     if task is not None and interval:
         cursor.execute(sql["pace"], (adapt(now + timedelta(seconds=interval)), key))
+    # Refused (or taken meanwhile): the transaction holds the key's lock, and takes no other.
+    writer.refused = task is None
     return task
 
 
