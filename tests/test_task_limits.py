@@ -2,10 +2,12 @@
 
 import threading
 import time
+from datetime import timedelta
 
 import psutil
 import pytest
 from django.db import connections, transaction
+from django.utils import timezone
 
 from leek import Snooze, client, hotpath, throttle
 from leek.models import Claim, PoolPause, Task, TaskLimit, TaskStatus
@@ -89,6 +91,19 @@ def test_a_rate_spaces_the_starts_of_its_key(notified_nowhere):
     TaskLimit.objects.filter(key="api").update(next_start_at=started)  # as if 0.5 s went by
     assert throttle.due([], 100) == [(second, 0)]
     assert _claim(second).limited
+
+
+def test_retention_forgets_the_rows_of_idle_keys(notified_nowhere):
+    from leek import retention
+
+    tasks.add.using(max_concurrency=1, concurrency_key="busy").offload(1, 1)
+    now = timezone.now()
+    TaskLimit.objects.create(key="busy")
+    TaskLimit.objects.create(key="idle")
+    TaskLimit.objects.create(key="paced", next_start_at=now + timedelta(hours=1))
+    TaskLimit.objects.create(key="paced-long-ago", next_start_at=now - timedelta(hours=1))
+    assert retention.forget_limits(now) == 2
+    assert set(TaskLimit.objects.values_list("key", flat=True)) == {"busy", "paced"}
 
 
 def _race(offload, threads=8):
