@@ -517,8 +517,14 @@ class Task(models.Model):
             models.Index(fields=["pool", "id"], name="leek_task_pool_idx"),
             models.Index(fields=["callable_path", "id"], name="leek_task_callable_idx"),
             models.Index(fields=["enqueued_at"], name="leek_task_enqueued_idx"),
-            # The limits' sweep (READY rows of a key, in dispatch order) and claim (how many
-            # of a key run); rows without a limit are in neither.
+            # The limits' sweep (READY rows under limits, in dispatch order) and claim (the
+            # READY rows of a key before one, and how many of a key run); rows without a
+            # limit are in none of them.
+            models.Index(
+                fields=["-priority", "id"],
+                condition=models.Q(status=TaskStatus.READY, limit_key__isnull=False),
+                name="leek_task_limited_order_idx",
+            ),
             models.Index(
                 fields=["limit_key", "-priority", "id"],
                 condition=models.Q(status=TaskStatus.READY, limit_key__isnull=False),

@@ -25,13 +25,12 @@ leaves RUNNING, and the count is of RUNNING rows.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.db import models
-from django.db.models import F, OuterRef, Subquery, Value
-from django.db.models.functions import Coalesce, Least, RowNumber
 from django.utils import timezone
 
 from leek.models import PoolPause, Task, TaskLimit, TaskStatus
@@ -143,31 +142,35 @@ def due(pools: Iterable[str], limit: int) -> list[tuple[int, int]]:
     """Return (id, priority) of READY tasks under limits that may start now, at most `limit`.
 
     For each key, its first tasks in dispatch order, as many as it has room for: its
-    max_concurrency less its RUNNING tasks, and one at most for a rate.
+    max_concurrency less its RUNNING tasks, and one at most for a rate. Keys that are full
+    or paced are left out in the query, which reads the rows in dispatch order (an index of
+    their own): however many tasks wait under one key, a look reads at most `limit` rows.
     """
     now = timezone.now()
-    running = (
-        Task.objects.filter(limit_key=OuterRef("limit_key"), status=TaskStatus.RUNNING)
-        .order_by()
+    running = Task.objects.filter(status=TaskStatus.RUNNING, limit_key__isnull=False)
+    busy = {
+        key: (count, most)
+        for key, count, most in running.order_by()
         .values("limit_key")
-        .annotate(n=models.Count("id"))
-        .values("n")
-    )
-    room = Coalesce(F("max_concurrency"), Value(UNLIMITED)) - Coalesce(Subquery(running), 0)
+        .annotate(count=models.Count("id"), most=models.Min("max_concurrency"))
+        .values_list("limit_key", "count", "most")
+    }
+    full = [key for key, (count, most) in busy.items() if most is not None and count >= most]
     paced = TaskLimit.objects.filter(next_start_at__gt=now).values("key")
     rows = _ready(pools).filter(run_after__lte=now).exclude(limit_key__in=paced)
-    rows = rows.annotate(
-        rank=models.Window(
-            RowNumber(),
-            partition_by=[F("limit_key")],
-            order_by=[F("priority").desc(), F("id").asc()],
-        ),
-        room=models.Case(
-            models.When(rate_interval__isnull=False, then=Least(room, Value(1))),
-            default=room,
-        ),
-    ).filter(rank__lte=F("room"))
-    return list(rows.order_by("-priority", "id").values_list("id", "priority")[:limit])
+    if full:
+        rows = rows.exclude(limit_key__in=full)
+    found = rows.order_by("-priority", "id").values_list(
+        "id", "priority", "limit_key", "max_concurrency", "rate_interval"
+    )
+    handed: Counter[str] = Counter()
+    chosen = []
+    for task_id, priority, key, most, interval in found[:limit]:
+        room = UNLIMITED if most is None else most - busy.get(key, (0, None))[0]
+        if handed[key] < (min(room, 1) if interval else room):
+            handed[key] += 1
+            chosen.append((task_id, priority))
+    return chosen
 
 
 def next_start(pools: Iterable[str]) -> datetime | None:

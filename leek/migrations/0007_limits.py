@@ -93,6 +93,14 @@ class Migration(migrations.Migration):
             model_name="task",
             index=models.Index(
                 condition=models.Q(("limit_key__isnull", False), ("status", "READY")),
+                fields=["-priority", "id"],
+                name="leek_task_limited_order_idx",
+            ),
+        ),
+        migrations.AddIndex(
+            model_name="task",
+            index=models.Index(
+                condition=models.Q(("limit_key__isnull", False), ("status", "READY")),
                 fields=["limit_key", "-priority", "id"],
                 name="leek_task_limited_ready_idx",
             ),
