@@ -138,6 +138,16 @@ def _free(
     return min(free, 1) if interval else max(free, 0)
 
 
+def look(pools: Iterable[str], limit: int) -> tuple[list[tuple[int, int]], datetime | None]:
+    """Return what `due()` and `next_start()` say, at the cost of one query when no task waits.
+
+    For the sweep of a server whose pools have no READY task under a limit, nearly always.
+    """
+    if not _ready(pools).exists():
+        return [], None
+    return (due(pools, limit) if limit > 0 else []), next_start(pools)
+
+
 def due(pools: Iterable[str], limit: int) -> list[tuple[int, int]]:
     """Return (id, priority) of READY tasks under limits that may start now, at most `limit`.
 

@@ -58,11 +58,9 @@ class Sweeper:
             # workers have): read past them to find `room` new ones.
             limit = self.backlog.room() + self.backlog.held() if self.backlog.room() else 0
             rows = Task.objects.due(pools, limit=limit) if limit > 0 else []
-            limited = throttle.due(pools, limit=limit) if limit > 0 else []
+            limited, next_start = throttle.look(pools, limit)
             added = self.backlog.add(rows) + self.backlog.add(limited)
-            next_run_after = _earliest(
-                Task.objects.next_run_after(pools), throttle.next_start(pools)
-            )
+            next_run_after = _earliest(Task.objects.next_run_after(pools), next_start)
         except (DatabaseError, InterfaceError) as exc:
             logger.warning("sweep failed, trying again in %.1f s: %s", self.interval, exc)
             self.next_at = time.monotonic() + self.interval
