@@ -645,7 +645,7 @@ def insert_ready(count: int) -> tuple[int, int]:
     payload = serialize.dumps_call(noop, (), {})
     now = timezone.now()
     # In the order of hotpath.OFFLOAD_COLUMNS.
-    row = ("default", path, payload, 0, now, now, None, 0, 1.0, 0)
+    row = ("default", path, payload, 0, now, now, None, 0, 1.0, 0, "pickle")
     ids: list[int] = []
     for start in range(0, count, 50_000):
         with transaction.atomic():

@@ -17,6 +17,7 @@ from typing import Any
 __all__ = [
     "ConfiguredTask",
     "Leek",
+    "Snooze",
     "TaskHandle",
     "TaskOptions",
     "list_tasks",

@@ -22,9 +22,10 @@ from django.db import DatabaseError, router, transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from leek import client, conf, hotpath, jsoncall, runner, schedules, serialize
+from leek import client, conf, hotpath, jsoncall, keys, runner, schedules, serialize, unique
+from leek.exceptions import Snooze as Snooze  # leek.Snooze, for the tasks
 from leek.exceptions import TaskFailed, TaskNotFinished, TaskTimeout
-from leek.models import Encoding, Task, TaskStatus
+from leek.models import Encoding, Task, TaskStatus, UniqueUntil
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,16 @@ class TaskOptions:
     lost_retries: int = 0
     # "pickle" or "json" (plain data only); "": LEEK["serializer"].
     serializer: str = ""
+    # Saves nothing new while a task with the same key is READY (unique_until="end": or
+    # RUNNING); a str, or a function of the call's arguments that returns one (leek.unique).
+    unique_key: str | Callable[..., str] | None = None
+    unique_until: str = UniqueUntil.START
+    # At most max_concurrency at once and `rate` starts ("10/m") of the tasks with the same
+    # concurrency_key (a str or a function, as unique_key; default: the callable's path),
+    # across every server (leek.throttle).
+    concurrency_key: str | Callable[..., str] | None = None
+    max_concurrency: int | None = None
+    rate: str | None = None
 
     def __post_init__(self) -> None:
         if self.serializer not in ("", *conf.SERIALIZERS):
@@ -71,6 +82,12 @@ class TaskOptions:
                 f"run_after={self.run_after!r} is naive; give an aware datetime "
                 "(django.utils.timezone.now() + timedelta(...))."
             )
+        keys.check_options(self)
+
+    @property
+    def plain(self) -> bool:
+        """Tell whether no unique key nor limit applies (the fast path)."""
+        return self.unique_key is None and self.max_concurrency is None and self.rate is None
 
     def due_at(self, now: datetime) -> datetime:
         """Return when a task offloaded at `now` may start."""
@@ -280,7 +297,8 @@ def _offload(configured: ConfiguredTask, calls: list[tuple[tuple, dict]]) -> lis
         payloads = [serialize.dumps_json_call(path, args, kwargs) for args, kwargs in calls]
     else:
         payloads = [serialize.dumps_call(fn, args, kwargs) for args, kwargs in calls]
-    saved = save(options, path, payloads, encoding)
+    extras = None if options.plain else [keys.columns(options, path, a, k) for a, k in calls]
+    saved = save(options, path, payloads, encoding, extras)
     handles = [TaskHandle(task_id, path, saved.using) for task_id in saved.ids]
     if conf.get().eager:  # they ran already
         for handle in handles:
@@ -336,11 +354,19 @@ def row(
     return (options.pool, path, payload, options.priority, due, now, *fields, encoding)
 
 
-def save(options: TaskOptions, path: str, payloads: list[bytes], encoding: str) -> Saved:
+def save(
+    options: TaskOptions,
+    path: str,
+    payloads: list[bytes],
+    encoding: str,
+    extras: list[tuple] | None = None,
+) -> Saved:
     """Insert one READY row per encoded call and tell the server once the caller commits.
 
     The one path of every task: `.offload()` and the Django Tasks backend both end here.
-    In eager mode the tasks run here and now instead.
+    In eager mode the tasks run here and now instead. `extras`: each call's columns of
+    uniqueness and limits (leek.keys.columns), None for a plain task. A call whose unique
+    key a task holds saves nothing: its id is the holder's, and it is not announced.
     """
     now = timezone.now()
     using = router.db_for_write(Task)
@@ -350,25 +376,31 @@ def save(options: TaskOptions, path: str, payloads: list[bytes], encoding: str) 
     # Eager mode runs at once, whatever run_after says, as Celery's eager mode does.
     run_after = now if eager else options.due_at(now)
     rows = [row(options, path, p, encoding, now, run_after) for p in payloads]
-    ids = _insert(using, path, rows)
+    limited = extras is not None
+    if limited:
+        rows = [values + extra for values, extra in zip(rows, extras, strict=True)]
+    if options.unique_key is not None:
+        ids, new = unique.insert(using, rows)
+    else:
+        ids = new = _insert(using, path, rows, limited)
     if eager:
-        for task_id in ids:
+        for task_id in new:
             runner.run(task_id, os.getpid(), socket.gethostname())
-    elif run_after <= now:
+    elif run_after <= now and new:
         # A delayed task is not announced: the server's sweep wakes up when it is due.
         transaction.on_commit(
-            lambda: client.notify(options.pool, options.priority, ids), using=using
+            lambda: client.notify(options.pool, options.priority, new), using=using
         )
     return Saved(ids, now, using)
 
 
-def _insert(using: str, path: str, rows: list[tuple]) -> list[int]:
+def _insert(using: str, path: str, rows: list[tuple], limited: bool = False) -> list[int]:
     """Insert the rows; a database error says which task it failed to save, and where."""
     try:
         if len(rows) == 1:
-            return hotpath.insert(using, rows)
+            return hotpath.insert(using, rows, limited)
         with transaction.atomic(using=using):
-            return hotpath.insert(using, rows)
+            return hotpath.insert(using, rows, limited)
     except DatabaseError as exc:
         # The same error (callers catch OperationalError, read its args and its cause), with
         # what the driver's text omits.

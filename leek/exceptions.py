@@ -67,3 +67,13 @@ class OutcomeRefused(LeekError):
 
 class BadSignature(LeekError):
     """A stored pickle is unsigned or its signature does not verify; it was not unpickled."""
+
+
+class Snooze(LeekError):
+    """Raised by a task: run it again in `seconds`, spending neither an attempt nor a retry."""
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds >= 0:
+            raise ValueError(f"Snooze({seconds!r}): give seconds, 0 or more.")
+        super().__init__(f"snoozed for {seconds:g} s")
+        self.seconds = float(seconds)

@@ -28,13 +28,15 @@ import hashlib
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from django.db import connections
 from django.db import transaction as django_transaction
 from django.utils import timezone
 
+from leek import throttle
 from leek.models import Claim, PoolPause, Task, TaskStatus
 
 # Columns an offload sets; every other column takes its model default.
@@ -51,6 +53,9 @@ OFFLOAD_COLUMNS = (
     "lost_retries",
     "encoding",
 )
+# Columns only a task with a unique key or limits sets, after OFFLOAD_COLUMNS (leek.keys);
+# a plain task's INSERT leaves them to the database's defaults.
+LIMIT_COLUMNS = ("unique_key", "unique_until", "limit_key", "max_concurrency", "rate_interval")
 _DATETIMES = tuple(OFFLOAD_COLUMNS.index(c) for c in ("run_after", "enqueued_at"))
 # What a worker needs to run a task it claimed.
 CLAIM_COLUMNS = (
@@ -79,6 +84,8 @@ class Claimed:
     retry_backoff: float
     # Encoding.PICKLE (an `.offload()`) or Encoding.JSON (the Django Tasks backend).
     encoding: str = "pickle"
+    # Claimed under a limit key (leek.throttle): its end may let another task start.
+    limited: bool = False
 
 
 # The statements, written once per database vendor and parameter style.
@@ -90,13 +97,17 @@ def _statements(connection: Any, raw: bool) -> dict[str, Any]:
     q = connection.ops.quote_name
     table = q(meta.db_table)
     # The column defaults that are callables (now()) are all given; the others are adapted
-    # as the ORM would save them (the empty history as JSON).
+    # as the ORM would save them (the empty history as JSON). The database computes the
+    # generated ones.
     fixed = {
         f.column: f.get_db_prep_save(f.get_default(), connection)
         for f in meta.concrete_fields
-        if not f.primary_key and f.column not in OFFLOAD_COLUMNS
+        if not f.primary_key
+        and not f.generated
+        and f.column not in OFFLOAD_COLUMNS + LIMIT_COLUMNS
     }
     columns = ", ".join(q(c) for c in OFFLOAD_COLUMNS + tuple(fixed))
+    limited = ", ".join(q(c) for c in OFFLOAD_COLUMNS + LIMIT_COLUMNS + tuple(fixed))
     # INSERT ... RETURNING: SQLite from 3.35, PostgreSQL, MariaDB from 10.5. UPDATE ...
     # RETURNING: the same but MariaDB.
     insert_returning = connection.features.can_return_columns_from_insert
@@ -129,9 +140,15 @@ def _statements(connection: Any, raw: bool) -> dict[str, Any]:
         "fixed": tuple(fixed.values()),
         "insert": f"INSERT INTO {table} ({columns}) VALUES ",
         "row": "(" + ", ".join(["%s"] * (len(OFFLOAD_COLUMNS) + len(fixed))) + ")",
+        "insert_limited": f"INSERT INTO {table} ({limited}) VALUES ",
+        "row_limited": "("
+        + ", ".join(["%s"] * (len(OFFLOAD_COLUMNS) + len(LIMIT_COLUMNS) + len(fixed)))
+        + ")",
         "insert_returning": insert_returning,
         "returning": returning,
-        "claim": claim + (f" RETURNING {claimed}" if returning else ""),
+        # A task under a limit is not claimed here, but by leek.throttle.
+        "claim": claim + " AND limit_key IS NULL" + (f" RETURNING {claimed}" if returning else ""),
+        "claim_limited": claim + (f" RETURNING {claimed}" if returning else ""),
         "claim_lock": claim_lock,
         "claimed": f"SELECT {claimed} FROM {table} WHERE id = %s",
         "reclaim": (
@@ -147,6 +164,7 @@ def _statements(connection: Any, raw: bool) -> dict[str, Any]:
         # SQLite: take the write lock at once, not on the first UPDATE (which could then
         # fail with "database is locked" instead of waiting its turn).
         "begin": "BEGIN IMMEDIATE" if connection.vendor == "sqlite" else "BEGIN",
+        "param": "%s",
     }
     if raw and connection.vendor == "sqlite":  # the sqlite3 module's own parameter style
         written = {
@@ -206,10 +224,11 @@ def _turn(connection: Any) -> Iterator[None]:
         fcntl.flock(fd, fcntl.LOCK_UN)
 
 
-def insert(alias: str, rows: Sequence[tuple]) -> list[int]:
+def insert(alias: str, rows: Sequence[tuple], limited: bool = False) -> list[int]:
     """Insert READY tasks, each a tuple in OFFLOAD_COLUMNS order; return their ids in order.
 
-    Run inside a transaction when there is more than one row.
+    `limited`: each tuple goes on with the LIMIT_COLUMNS. Run inside a transaction when
+    there is more than one row.
     """
     connection, sql = _connection(alias)
     adapt = connection.ops.adapt_datetimefield_value
@@ -230,7 +249,10 @@ def insert(alias: str, rows: Sequence[tuple]) -> list[int]:
                     values[i] = adapt(values[i])
                 params += values
                 params += fixed
-            statement = sql["insert"] + ", ".join([sql["row"]] * len(chunk))
+            if limited:
+                statement = sql["insert_limited"] + ", ".join([sql["row_limited"]] * len(chunk))
+            else:
+                statement = sql["insert"] + ", ".join([sql["row"]] * len(chunk))
             if sql["insert_returning"]:
                 cursor.execute(statement + " RETURNING id", params)
                 ids += [found[0] for found in cursor.fetchall()]
@@ -255,6 +277,17 @@ class Writer:
         self._cursor = cursor
         self._sql = sql
         self._adapt = connection.ops.adapt_datetimefield_value
+        self.connection = connection
+        # "%s", or "?" on SQLite's own driver: the statements of leek.throttle use it too.
+        self.param = sql["param"]
+        # A claim under a limit key found its key full: the transaction holds that key's
+        # lock, and takes no other (leek.throttle), so it should end.
+        self.refused = False
+
+    @property
+    def cursor(self) -> Any:
+        """Return the cursor of the transaction, for the statements of leek.throttle."""
+        return self._cursor
 
     def claim(self, task_id: int, pid: int, host: str) -> Claimed | None:
         """Take a READY, due task for the worker `pid`; None if it is not there to take."""
@@ -266,14 +299,28 @@ class Writer:
         now = self._adapt(timezone.now())
         running, ready = TaskStatus.RUNNING.value, TaskStatus.READY.value
         cursor.execute(sql["claim"], (running, now, pid, host, task_id, ready, now))
-        if sql["returning"]:
-            found = cursor.fetchone()
-        else:
-            found = None
-            if cursor.rowcount:
-                cursor.execute(sql["claimed"], (task_id,))
-                found = cursor.fetchone()
+        found = self._found(task_id)
+        if found is None:
+            return throttle.claim(self, task_id, pid, host)
         return _claimed(task_id, found)
+
+    def claim_limited(self, task_id: int, pid: int, host: str, now: datetime) -> Claimed | None:
+        """Take a READY, due task under a limit; the caller holds its key's lock."""
+        running, ready = TaskStatus.RUNNING.value, TaskStatus.READY.value
+        at = self._adapt(now)
+        params = (running, at, pid, host, task_id, ready, at)
+        self._cursor.execute(self._sql["claim_limited"], params)
+        found = self._found(task_id)
+        return None if found is None else replace(_claimed(task_id, found), limited=True)
+
+    def _found(self, task_id: int) -> Sequence[Any] | None:
+        """Return the claimed row of the UPDATE just run, or None if it changed nothing."""
+        if self._sql["returning"]:
+            return self._cursor.fetchone()
+        if not self._cursor.rowcount:
+            return None
+        self._cursor.execute(self._sql["claimed"], (task_id,))
+        return self._cursor.fetchone()
 
     def reclaim(self, task_id: int, pid: int, host: str) -> Claimed | None:
         """Return the task if the worker `pid` on `host` holds it RUNNING; else None.

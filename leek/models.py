@@ -59,9 +59,20 @@ class ControlAction(models.TextChoices):
 # The error class paths of the tasks an operator stopped.
 CANCELLED = "leek.exceptions.Cancelled"
 TERMINATED = "leek.exceptions.Terminated"
+# The class path a snooze is recorded with in a task's history.
+SNOOZED = "leek.exceptions.Snooze"
 
 # Seconds unclaim waits for a row lock before it gives up (and is tried again later).
 UNCLAIM_LOCK_TIMEOUT = 2
+
+
+class UniqueUntil(models.TextChoices):
+    """How long a task's unique_key keeps another offload with the same key from saving."""
+
+    # While it is READY: once it starts, the same call may be queued again.
+    START = "start"
+    # While it is READY or RUNNING.
+    END = "end"
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +174,7 @@ class TaskQuerySet(models.QuerySet):
                     worker_pid=None,
                     worker_host="",
                     attempts=F("attempts") - 1,
+                    **self.using(alias)._unique_taken(task_id),
                 ):
                     found.append(task_id)
         return found
@@ -198,6 +210,24 @@ class TaskQuerySet(models.QuerySet):
             traceback=traceback,
         )
 
+    def snooze(self, task_id: int, claim: Claim, delay: float, text: str) -> bool:
+        """Make a task that raised Snooze under `claim` READY again in `delay` s.
+
+        Its attempt is given back, so it spends no retry; the snooze is in `history`, and
+        the row's error fields keep what they held.
+        """
+        now = timezone.now()
+        return self._end_attempt(
+            task_id,
+            claim,
+            now,
+            SNOOZED,
+            text,
+            status=TaskStatus.READY,
+            run_after=now + timedelta(seconds=delay),
+            attempts=F("attempts") - 1,
+        )
+
     def _end_attempt(
         self,
         task_id: int,
@@ -227,7 +257,20 @@ class TaskQuerySet(models.QuerySet):
         )
         # Back to READY: the next claim writes its own start and worker.
         ended = {"started_at": None, "worker_pid": None, "worker_host": ""}
+        if values.get("status") == TaskStatus.READY:
+            ended.update(self._unique_taken(task_id))
         return bool(running.update(history=[*history, attempt.to_json()], **ended, **values))
+
+    def _unique_taken(self, task_id: int) -> dict[str, Any]:
+        """Return what a task going back to READY must change when its unique key is taken.
+
+        Another task took the key while this one ran (unique_until "start"): this one runs
+        again without a key rather than not at all.
+        """
+        key = self.filter(id=task_id).values_list("unique_key", flat=True).first()
+        if key and self.filter(unique_hold=key).exclude(id=task_id).exists():
+            return {"unique_key": None}
+        return {}
 
     def lose(
         self, task_id: int, claim: Claim, reason: str, path: str = "leek.exceptions.WorkerLost"
@@ -292,6 +335,7 @@ class TaskQuerySet(models.QuerySet):
                 control_action=ControlAction.RETRY,
                 control_by=by,
                 control_at=now,
+                **self._unique_taken(task_id),
             )
         )
 
@@ -343,9 +387,12 @@ class TaskQuerySet(models.QuerySet):
     def due(self, pools: Iterable[str], limit: int) -> list[tuple[int, int]]:
         """Return (id, priority) of READY tasks due now, in dispatch order, at most `limit`.
 
-        Tasks of paused pools are left out: they wait in the table until resumed.
+        Tasks of paused pools are left out: they wait in the table until resumed; and so are
+        tasks under limits, which leek.throttle reads.
         """
-        rows = self.filter(status=TaskStatus.READY, run_after__lte=timezone.now())
+        rows = self.filter(
+            status=TaskStatus.READY, run_after__lte=timezone.now(), limit_key__isnull=True
+        )
         rows = rows.exclude(pool__in=PoolPause.objects.values("pool"))
         pools = tuple(pools)
         if pools:
@@ -405,6 +452,35 @@ class Task(models.Model):
     control_action = models.CharField(max_length=10, choices=ControlAction.choices, blank=True)
     control_by = models.CharField(max_length=150, blank=True)
     control_at = models.DateTimeField(null=True, blank=True)
+    # At most one task holds a unique key at a time (leek.unique): the key is unique_key
+    # while the row is READY (or RUNNING, for unique_until END), NULL otherwise, so that the
+    # database refuses a second holder with a plain unique index, on every vendor.
+    unique_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001 - NULL: none
+    # A plain task's INSERT leaves it out (leek.hotpath): the database writes the default.
+    unique_until = models.CharField(
+        max_length=5,
+        choices=UniqueUntil.choices,
+        default=UniqueUntil.START,
+        db_default=UniqueUntil.START,
+    )
+    unique_hold = models.GeneratedField(
+        expression=models.Case(
+            models.When(
+                models.Q(status=TaskStatus.READY)
+                | models.Q(status=TaskStatus.RUNNING, unique_until=UniqueUntil.END),
+                then=F("unique_key"),
+            ),
+            default=None,
+        ),
+        output_field=models.CharField(max_length=255, null=True),
+        db_persist=True,
+    )
+    # The concurrency and rate limits it starts under (leek.throttle): at most
+    # max_concurrency RUNNING tasks of its limit_key, and two starts of the key at least
+    # rate_interval seconds apart. NULL limit_key: no limit, the plain claim.
+    limit_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001 - NULL: none
+    max_concurrency = models.PositiveIntegerField(null=True, blank=True)
+    rate_interval = models.FloatField(null=True, blank=True)
 
     objects = TaskQuerySet.as_manager()
 
@@ -446,6 +522,33 @@ class Task(models.Model):
             models.Index(fields=["pool", "id"], name="leek_task_pool_idx"),
             models.Index(fields=["callable_path", "id"], name="leek_task_callable_idx"),
             models.Index(fields=["enqueued_at"], name="leek_task_enqueued_idx"),
+            # The limits' sweep (READY rows under limits, in dispatch order) and claim (the
+            # READY rows of a key before one, and how many of a key run); rows without a
+            # limit are in none of them.
+            models.Index(
+                fields=["-priority", "id"],
+                condition=models.Q(status=TaskStatus.READY, limit_key__isnull=False),
+                name="leek_task_limited_order_idx",
+            ),
+            models.Index(
+                fields=["limit_key", "-priority", "id"],
+                condition=models.Q(status=TaskStatus.READY, limit_key__isnull=False),
+                name="leek_task_limited_ready_idx",
+            ),
+            models.Index(
+                fields=["limit_key"],
+                condition=models.Q(status=TaskStatus.RUNNING, limit_key__isnull=False),
+                name="leek_task_limited_running_idx",
+            ),
+        ]
+        constraints = [
+            # MariaDB and MySQL have no partial indexes: migration 0007 builds a plain unique
+            # index there (NULLs never collide), which is what this one means.
+            models.UniqueConstraint(
+                fields=["unique_hold"],
+                condition=models.Q(unique_hold__isnull=False),
+                name="leek_task_unique_hold",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -530,6 +633,17 @@ class Server(models.Model):
     def is_live(self) -> bool:
         """Tell whether it runs and beat within LEEK["server_lease"]."""
         return self.stopped_at is None and not self.is_stale(conf.get().server_lease)
+
+
+class TaskLimit(models.Model):
+    """The shared state of one limit key, locked by each claim of its tasks (leek.throttle)."""
+
+    key = models.CharField(max_length=255, unique=True)
+    # No task of this key starts before this time (its rate spaces the starts).
+    next_start_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    def __str__(self) -> str:
+        return f"limit {self.key}"
 
 
 class PoolPause(models.Model):

@@ -13,9 +13,10 @@ import time
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
+from django.db.models import Q
 from django.utils import timezone
 
-from leek.models import Server, Task
+from leek.models import Server, Task, TaskLimit, TaskStatus
 
 logger = logging.getLogger("leek.server")
 
@@ -44,6 +45,19 @@ def count(statuses: Iterable[str], before: datetime) -> int:
 def forget_servers(before: datetime) -> int:
     """Delete the rows of servers that stopped, or last beat, before `before`; return how many."""
     deleted, _ = Server.objects.filter(heartbeat_at__lt=before).delete()
+    return deleted
+
+
+def forget_limits(before: datetime) -> int:
+    """Delete the rows of limit keys no waiting or running task has, idle since `before`.
+
+    A key's row (leek.throttle) holds only when its next task may start: one that is past
+    and unused is made again by the next claim of the key.
+    """
+    waiting = (TaskStatus.READY, TaskStatus.RUNNING)
+    busy = Task.objects.filter(status__in=waiting, limit_key__isnull=False).values("limit_key")
+    idle = Q(next_start_at__isnull=True) | Q(next_start_at__lt=before)
+    deleted, _ = TaskLimit.objects.filter(idle).exclude(key__in=busy).delete()
     return deleted
 
 
@@ -82,6 +96,7 @@ class Purger:
         if not full and self.rules:
             longest = max(age for _, age in self.rules)
             forget_servers(timezone.now() - timedelta(seconds=longest))
+            forget_limits(timezone.now() - timedelta(seconds=longest))
         if deleted:
             self.deleted += deleted
             logger.info("retention: deleted %d finished tasks", deleted)

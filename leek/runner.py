@@ -18,9 +18,15 @@ from dataclasses import dataclass
 from django.db import router
 
 from leek import conf, hotpath, serialize
-from leek.exceptions import BadSignature, CallableNotFound, PickleRefused, UnpicklableError
+from leek.exceptions import (
+    BadSignature,
+    CallableNotFound,
+    PickleRefused,
+    Snooze,
+    UnpicklableError,
+)
 from leek.hotpath import Claimed, Writer
-from leek.models import Claim, Encoding, Task, TaskStatus
+from leek.models import SNOOZED, Claim, Encoding, Task, TaskStatus
 
 # The length of Task.exception_class_path.
 CLASS_PATH_MAX = 255
@@ -50,6 +56,8 @@ class Outcome:
     error: str = ""
     # Which attempt ran: the fencing token of its claim (leek.models.Claim).
     attempt: int = 0
+    # READY because the task raised Snooze: its attempt is given back.
+    snoozed: bool = False
 
 
 def database() -> str:
@@ -115,8 +123,22 @@ def refused(task: Claimed, started: float, exc: Exception) -> Outcome:
 def raised(task: Claimed, started: float, exc: BaseException) -> Outcome:
     """Return the outcome of a task that raised `exc`: a retry while it has some, else FAILED.
 
-    Called in the `except` block, whose traceback it records.
+    Called in the `except` block, whose traceback it records. A task that raised Snooze
+    is READY again after the seconds it asked for, its attempt not spent.
     """
+    if isinstance(exc, Snooze):
+        return Outcome(
+            task.task_id,
+            task.callable_path,
+            TaskStatus.READY,
+            time.monotonic() - started,
+            class_path=SNOOZED,
+            text=f"{SNOOZED}: {exc}",
+            delay=exc.seconds,
+            error=str(exc),
+            attempt=task.attempts,
+            snoozed=True,
+        )
     text = storable(traceback.format_exc())
     if task.attempts <= task.retries:
         delay = task.retry_backoff * 2 ** (task.attempts - 1)
@@ -202,6 +224,8 @@ def record(writer: Writer, outcome: Outcome, pid: int, host: str) -> bool:
     if outcome.status == TaskStatus.SUCCESSFUL:
         return writer.succeed(outcome.task_id, claim, outcome.result)
     rows = Task.objects.using(writer.alias)
+    if outcome.snoozed:
+        return rows.snooze(outcome.task_id, claim, outcome.delay, outcome.text)
     if outcome.status == TaskStatus.READY:
         return rows.retry(outcome.task_id, claim, outcome.delay, outcome.class_path, outcome.text)
     return rows.fail(outcome.task_id, claim, outcome.class_path, outcome.text)

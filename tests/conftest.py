@@ -103,11 +103,12 @@ requires_server_db = pytest.mark.skipif(
 @pytest.fixture(autouse=True)
 def clean_tables():
     """Start every test with empty tables."""
-    from leek.models import PoolPause, Schedule, Server, Task
+    from leek.models import PoolPause, Schedule, Server, Task, TaskLimit
     from tests.models import Row
 
     Schedule.objects.all().delete()  # and their slots
     Task.objects.all().delete()
+    TaskLimit.objects.all().delete()
     Row.objects.all().delete()
     Server.objects.all().delete()
     PoolPause.objects.all().delete()

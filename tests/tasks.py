@@ -210,3 +210,15 @@ def write_row_or_retry(n, seconds=0.002):
     time.sleep(seconds)
     Row.objects.create(n=n, pid=os.getpid())
     return n
+
+
+@leek.task
+def snooze_first_time(n, seconds):
+    """Ask to run again in `seconds` the first time (it writes a row), then return when."""
+    from leek import Snooze
+    from tests.models import Row
+
+    if not Row.objects.filter(n=n).exists():
+        Row.objects.create(n=n, pid=os.getpid())
+        raise Snooze(seconds)
+    return time.time()

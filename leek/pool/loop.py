@@ -55,6 +55,8 @@ class Worker:
         # Ids tried in a transaction that failed: their claim may have been committed.
         self.uncertain: set[int] = set()
         self.retiring = False
+        # The task being run was claimed under a limit key (leek.throttle).
+        self.limited = False
 
     def serve(self) -> None:
         """Run tasks until retired; the last one's outcome is recorded before leaving."""
@@ -127,7 +129,11 @@ class Worker:
         said: list[messages.WorkerMessage] = []
         if done is not None:
             path, status = done.callable_path, done.status
-            said.append(messages.Finished(done.task_id, path, status, done.duration, done.error))
+            said.append(
+                messages.Finished(
+                    done.task_id, path, status, done.duration, done.error, self.limited
+                )
+            )
         skipped = tuple(tried[:-1] if task is not None else tried)
         if skipped:
             said.append(messages.Skipped(skipped))
@@ -135,6 +141,7 @@ class Worker:
             said.append(
                 messages.Started(task.task_id, task.callable_path, task.timeout, task.attempts)
             )
+        self.limited = task is not None and task.limited
         self.send(*said)
         return task
 
@@ -155,7 +162,7 @@ class Worker:
                     task = writer.claim(task_id, self.pid, self.host)
                     if task is None and task_id in self.uncertain:
                         task = writer.reclaim(task_id, self.pid, self.host)
-                    if task is not None:
+                    if task is not None or writer.refused:
                         break
         except DatabaseError:
             self.uncertain.update(tried)

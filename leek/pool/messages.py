@@ -48,6 +48,8 @@ class Finished:
     status: str
     duration: float
     error: str = ""
+    # It ran under a limit key: another task of the key may start now.
+    limited: bool = False
 
 
 @dataclass(frozen=True)

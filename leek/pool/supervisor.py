@@ -61,6 +61,7 @@ class Sweeper(Protocol):
 
     def seconds_left(self, now: float) -> float: ...
     def sweep_if_due(self, now: float) -> None: ...
+    def wake(self) -> None: ...
 
 
 class Reporter(Protocol):
@@ -108,6 +109,8 @@ class Supervisor:
         self.counts = dict.fromkeys(_COUNTS, 0)
         # Why workers were replaced.
         self.restarts = dict.fromkeys(_RESTARTS, 0)
+        # Ids workers were sent and did not claim: taken by another, or held back by a limit.
+        self.skipped = 0
         self.signals = SignalSocket()
         # What the loop waits on; each key's data says what became ready.
         self.selector = selectors.DefaultSelector()
@@ -296,8 +299,11 @@ class Supervisor:
                 f": {message.error}" if message.error else "",
             )
             self.backlog.release(handle.done())
+            if message.limited:  # its key has a free slot: hand out the next task of it
+                self.sweeper.wake()
             self.check_after_task(handle)
         elif isinstance(message, messages.Skipped):
+            self.skipped += len(message.task_ids)
             handle.skipped(message.task_ids)
             for task_id in message.task_ids:
                 self.backlog.release(task_id)
@@ -493,6 +499,7 @@ class Supervisor:
             "restarts": dict(self.restarts),
             "queued": len(self.backlog),
             "prefetch": self.dispatcher.depth(),
+            "skipped": self.skipped,
         }
 
 
