@@ -1,4 +1,5 @@
-"""The example's tasks: one that succeeds, one that fails, one that takes its time.
+"""The example's tasks: one that succeeds, one that fails, one that takes its time, and one
+that runs every minute by itself (the admin's Schedules list shows it).
 
 And one written against Django's Tasks framework (`@task`, `.enqueue()`), which settings.TASKS
 sends to leek: on Django 6 from `django.tasks`, on 5.2 from the django-tasks backport
@@ -6,6 +7,7 @@ sends to leek: on Django 6 from `django.tasks`, on 5.2 from the django-tasks bac
 """
 
 import time
+from datetime import timedelta
 
 from leek import Leek
 
@@ -30,6 +32,16 @@ def add(a, b):
 def fail(message="boom"):
     """Raise a RuntimeError, to show a FAILED task."""
     raise RuntimeError(message)
+
+
+@leek.task(every=timedelta(minutes=1))
+def tally():
+    """Count the tasks by status: a periodic task, run by the server once a minute."""
+    from django.db.models import Count
+
+    from leek.models import Task
+
+    return dict(Task.objects.values_list("status").annotate(n=Count("id")).order_by())
 
 
 @leek.task
