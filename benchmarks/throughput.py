@@ -1023,12 +1023,17 @@ def run(args: argparse.Namespace, root: Path, pg_name: str) -> dict:
 
 
 def cleanup(args: argparse.Namespace, root: Path, pg_name: str) -> None:
-    """Close connections, drop the PostgreSQL database, remove the project."""
+    """Close connections, drop the PostgreSQL database, remove the project and its lock."""
     if "django" in sys.modules:
         from django.db import connections
 
         with suppress(Exception):  # noqa: BLE001 - settings may never have been configured
             connections.close_all()
+    if args.db == "sqlite" and "leek.hotpath" in sys.modules:
+        from leek import hotpath
+
+        with suppress(OSError):  # the lock file leek's writers take turns on
+            os.unlink(hotpath.turn_lock_path(str(root / "bench.sqlite3")))
     if args.db == "postgres":
         try:
             pg_admin(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
