@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import connections, models, router, transaction
+from django.db import IntegrityError, connections, models, router, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -323,21 +323,24 @@ class TaskQuerySet(models.QuerySet):
             traceback=text,
         )
         now = timezone.now()
-        return bool(
-            failed.update(
-                status=TaskStatus.READY,
-                history=[*history, ended.to_json()],
-                run_after=now,
-                started_at=None,
-                finished_at=None,
-                worker_pid=None,
-                worker_host="",
-                control_action=ControlAction.RETRY,
-                control_by=by,
-                control_at=now,
-                **self._unique_taken(task_id),
-            )
-        )
+        values = {
+            "status": TaskStatus.READY,
+            "history": [*history, ended.to_json()],
+            "run_after": now,
+            "started_at": None,
+            "finished_at": None,
+            "worker_pid": None,
+            "worker_host": "",
+            "control_action": ControlAction.RETRY,
+            "control_by": by,
+            "control_at": now,
+            **self._unique_taken(task_id),
+        }
+        try:
+            with transaction.atomic(using=failed.db):
+                return bool(failed.update(**values))
+        except IntegrityError:  # its key taken since the check: it runs without it
+            return bool(failed.update(**{**values, "unique_key": None}))
 
     def cancel(self, task_id: int, by: str) -> bool:
         """End a READY task FAILED with Cancelled before it starts, for operator `by`."""
@@ -542,7 +545,7 @@ class Task(models.Model):
             ),
         ]
         constraints = [
-            # MariaDB and MySQL have no partial indexes: migration 0007 builds a plain unique
+            # MariaDB and MySQL have no partial indexes: migration 0008 builds a plain unique
             # index there (NULLs never collide), which is what this one means.
             models.UniqueConstraint(
                 fields=["unique_hold"],

@@ -16,6 +16,7 @@ import traceback
 from dataclasses import dataclass
 
 from django.db import router
+from django.utils import timezone
 
 from leek import conf, hotpath, serialize
 from leek.exceptions import (
@@ -232,10 +233,14 @@ def record(writer: Writer, outcome: Outcome, pid: int, host: str) -> bool:
 
 
 def run(task_id: int, pid: int, host: str) -> Outcome | None:
-    """Claim, run and record one task here and now (eager mode); None if it was not there."""
+    """Claim, run and record one task here and now (eager mode); None if it was not there.
+
+    Limits (max_concurrency, rate) do not hold here, as run_after does not: eager mode
+    runs each task as it is offloaded.
+    """
     alias = database()
     with hotpath.transaction(alias) as writer:
-        task = writer.claim(task_id, pid, host)
+        task = writer.claim_limited(task_id, pid, host, timezone.now())
     if task is None:
         return None
     outcome = execute(task)

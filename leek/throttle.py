@@ -135,7 +135,8 @@ def _free(
     if most is not None:
         cursor.execute(sql["running"], (key, TaskStatus.RUNNING.value))
         free = most - cursor.fetchone()[0]
-    return min(free, 1) if interval else max(free, 0)
+    # Below 0 when tasks of the key with a higher max_concurrency run: none free, then.
+    return max(min(free, 1) if interval else free, 0)
 
 
 def look(pools: Iterable[str], limit: int) -> tuple[list[tuple[int, int]], datetime | None]:

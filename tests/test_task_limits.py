@@ -76,6 +76,25 @@ def test_a_key_lets_its_tasks_start_in_order_and_up_to_its_limit(notified_nowher
     assert _claim(plain).limited is False
 
 
+def test_a_key_shared_by_tasks_of_other_limits_refuses_when_full(notified_nowhere):
+    # Three run under a limit of 3; a task of the same key limited to 1, and paced, finds
+    # the key over its own limit: refused, and the claim's transaction is not broken.
+    wide = tasks.add.using(concurrency_key="shared", max_concurrency=3)
+    narrow = tasks.add.using(concurrency_key="shared", max_concurrency=1, rate="100/s")
+    running = [h.id for h in wide.offload_many([(1, 1), (2, 2), (3, 3)])]
+    for task_id in running:
+        assert _claim(task_id).limited
+    late = narrow.offload(4, 4).id
+    assert _claim(late) is None
+    assert Task.objects.get(pk=late).status == TaskStatus.READY
+
+
+def test_eager_mode_runs_a_limited_task_as_it_is_offloaded(settings):
+    settings.LEEK = {**settings.LEEK, "eager": True}
+    paced = tasks.add.using(rate="1/h", concurrency_key="eager")
+    assert [paced.offload(n, n).return_value for n in range(3)] == [0, 2, 4]
+
+
 def test_a_rate_spaces_the_starts_of_its_key(notified_nowhere):
     paced = tasks.add.using(rate="2/s", concurrency_key="api")
     first, second = (h.id for h in paced.offload_many([(1, 1), (2, 2)]))

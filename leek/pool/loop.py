@@ -20,6 +20,7 @@ from multiprocessing.connection import Connection
 import psutil
 from django.db import (
     DatabaseError,
+    IntegrityError,
     InterfaceError,
     OperationalError,
     close_old_connections,
@@ -36,6 +37,8 @@ logger = logging.getLogger("leek.worker")
 # Seconds before a refused outcome is written again, doubled each time up to the maximum.
 RECORD_BACKOFF = 0.05
 RECORD_BACKOFF_MAX = 1.0
+# Tries of an outcome that met another task's fresh unique key before it is given up on.
+UNIQUE_TRIES = 3
 
 
 class Worker:
@@ -188,6 +191,10 @@ class Worker:
             if tries == 1:  # the run is over: the time limit must not kill the write
                 self.send(messages.Recording(done.task_id))
             self.wait(exc, tries, done)
+            return done
+        if isinstance(exc, IntegrityError) and tries <= UNIQUE_TRIES:
+            # Back to READY, its unique key taken by a task offloaded between the check and
+            # the write: the next transaction sees the holder and drops this one's key.
             return done
         if done.class_path == runner.REFUSED:
             raise exc

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-from django.db import InterfaceError, OperationalError, close_old_connections
+from django.db import IntegrityError, InterfaceError, OperationalError, close_old_connections
 
 from leek.models import TERMINATED, Claim, Task, TaskStatus
 from leek.pool.handles import WorkerHandle
@@ -97,7 +97,9 @@ class Settler:
         """Run `write` (which writes `what`); keep it for later if the database fails it."""
         try:
             write()
-        except (OperationalError, InterfaceError) as exc:  # down, cut, locked: transient
+        # Down, cut, locked: transient. And a unique key another task took between the
+        # check and the write of a task going back to READY: the next try sees it.
+        except (OperationalError, InterfaceError, IntegrityError) as exc:
             log = logger.debug if again else logger.error
             log("cannot write %s, trying again every %g s: %s", what, self.RETRY_INTERVAL, exc)
             self.waiting.append((what, write))
