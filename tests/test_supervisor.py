@@ -248,10 +248,11 @@ def sent_ahead_behind_a_long_task(server, count):
     the long task and the others.
     """
 
-    # As many short tasks as it takes (on a loaded machine, more than a few).
+    # As many short tasks as it takes (on a loaded machine, more than a few). The row ends
+    # before the supervisor has read the worker's Finished: look a moment later, twice.
     def warmed():
         finished(tasks.add.offload(1, 2))
-        return server.stats()["prefetch"] >= 2
+        return holds_for(lambda: server.stats()["prefetch"] >= 2, 0.3)
 
     wait_until(warmed, 120, "the supervisor to send ids ahead of short tasks")
     blocker = tasks.sleep_seconds.offload(60)
