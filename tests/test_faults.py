@@ -132,7 +132,7 @@ def test_a_task_that_ran_in_time_is_not_killed_while_its_outcome_waits_for_the_d
         forwarder.cut(6)  # past the time limit: the outcome waits for the database
         handle.wait(60)
         assert handle.status == TaskStatus.SUCCESSFUL, handle.traceback
-        assert f"database error recording task {handle.id}" in server.log()
+        assert "database error" in server.log()  # it met the cut, and waited it out
     finally:
         forwarder.close()
 
