@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 from django.contrib import admin, messages
-from django.contrib.admin.models import CHANGE, LogEntry
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
@@ -26,6 +25,7 @@ from leek.adminlist import (
     PoolFilter,
     cut,
     duration,
+    log_action,
     moment,
 )
 from leek.adminlive import ServerAdmin
@@ -151,12 +151,7 @@ class TaskAdmin(admin.ModelAdmin):
         selected = list(queryset.values_list("id", flat=True))
         acted = verb(selected, request.user.get_username())
         if acted:
-            LogEntry.objects.log_actions(
-                user_id=request.user.pk,
-                queryset=Task.objects.filter(id__in=acted),
-                action_flag=CHANGE,
-                change_message=f"{done.capitalize()} from the admin.",
-            )
+            log_action(request, Task.objects.filter(id__in=acted), done)
             self.message_user(
                 request,
                 f"{done.capitalize()} {_ids(acted)}"

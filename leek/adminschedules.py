@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import Any
 
 from django.contrib import admin, messages
-from django.contrib.admin.models import CHANGE, LogEntry
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest
 from django.urls import reverse
@@ -20,7 +19,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from leek import control
-from leek.adminlist import moment
+from leek.adminlist import log_action, moment
 from leek.models import Schedule, ScheduleRun, Task
 
 
@@ -81,12 +80,7 @@ class ScheduleAdmin(admin.ModelAdmin):
         selected = list(queryset.values_list("name", flat=True))
         acted = verb(selected, request.user.get_username())
         if acted:
-            LogEntry.objects.log_actions(
-                user_id=request.user.pk,
-                queryset=Schedule.objects.filter(name__in=acted),
-                action_flag=CHANGE,
-                change_message=f"{done.capitalize()} from the admin.",
-            )
+            log_action(request, Schedule.objects.filter(name__in=acted), done)
             self.message_user(request, f"{done.capitalize()}: {', '.join(acted)}.")
         left = sorted(set(selected) - set(acted))
         if left:
