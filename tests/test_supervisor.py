@@ -322,6 +322,37 @@ def test_an_id_a_worker_started_is_not_one_to_undo_at_its_exit():
     assert handle.task_id == 5
 
 
+def test_a_retiring_worker_that_may_have_claimed_an_id_it_handed_on_holds_the_pool():
+    from multiprocessing import Pipe
+
+    from leek.pool.dispatch import Dispatcher
+    from leek.pool.handles import WorkerHandle, WorkerState
+    from leek.server.backlog import Backlog
+
+    # One worker: the old one retired while an id sent to it was in its pipe. It may claim
+    # that id before it reads Retire, so the new worker takes nothing until the old one
+    # says what it did: else two tasks would overlap on a pool of one.
+    backlog = Backlog()
+    backlog.add([(1, 0), (2, 0)])
+    dispatcher = Dispatcher(backlog)
+    old_end, old_worker_end = Pipe()
+    new_end, new_worker_end = Pipe()
+    old = WorkerHandle(process=None, conn=old_end, generation=1, state=WorkerState.IDLE)
+    new = WorkerHandle(process=None, conn=new_end, generation=2, state=WorkerState.IDLE)
+    dispatcher.dispatch([old, new], 1, 1)
+    assert old.queued == [1]
+    old.state = WorkerState.RETIRING
+    dispatcher.give_back(old)
+    dispatcher.dispatch([old, new], 1, 2)
+    assert new.queued == []
+    old.skipped((1,))  # it read Retire first and ran nothing
+    dispatcher.dispatch([old, new], 1, 2)
+    assert new.queued == [1]
+    assert new_worker_end.recv().task_ids == (1,)
+    for end in (old_end, old_worker_end, new_end, new_worker_end):
+        end.close()
+
+
 @requires_postgres
 def test_a_loss_the_database_refused_is_written_once_it_answers(start_server):
     # The server's database sessions are cut just before its worker dies, so the first try

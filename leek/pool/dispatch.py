@@ -66,7 +66,9 @@ class Dispatcher:
         depth = self.depth()
         ready = [h for h in workers if h.state in (WorkerState.IDLE, WorkerState.BUSY)]
         ready.sort(key=lambda h: (h.generation != generation, h.load))
-        holding = sum(1 for h in workers if h.load)
+        # A retiring worker may have claimed an id it handed on before it read Retire: it
+        # holds a task until it says so (Started, Skipped) or exits.
+        holding = sum(1 for h in workers if h.load or h.handed_on)
         share = -(-len(self.backlog) // max(1, min(size, len(ready))))
         for handle in ready:
             if handle.load > depth // 2 or (not handle.load and holding >= size):

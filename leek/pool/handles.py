@@ -89,6 +89,8 @@ class WorkerHandle:
         for task_id in task_ids:
             with contextlib.suppress(ValueError):
                 self.queued.remove(task_id)
+            with contextlib.suppress(ValueError):
+                self.handed_on.remove(task_id)
         self.settle()
 
     def settle(self) -> None:
