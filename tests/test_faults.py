@@ -164,6 +164,11 @@ def test_a_late_outcome_of_a_task_settled_elsewhere_is_discarded_and_said(start_
     assert f"worker {pid}: the outcome of task {handle.id} tests.tasks.sleep_seconds" in (
         server.log()
     )
+    # The supervisor says so too, rather than logging the task as SUCCESSFUL.
+    path = "tests.tasks.sleep_seconds"
+    wait_until(lambda: "but its outcome was discarded" in server.log(), 30, "the supervisor")
+    assert f"task {handle.id} {path} SUCCESSFUL" not in server.log()
+    assert server.stats()["counts"].get("discarded") == 1
     assert tasks.add.offload(1, 1).wait(60).return_value == 2
 
 

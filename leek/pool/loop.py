@@ -60,6 +60,8 @@ class Worker:
         self.retiring = False
         # The task being run was claimed under a limit key (leek.throttle).
         self.limited = False
+        # The outcome just recorded was dropped: its row had moved on.
+        self.dropped = False
 
     def serve(self) -> None:
         """Run tasks until retired; the last one's outcome is recorded before leaving."""
@@ -134,7 +136,13 @@ class Worker:
             path, status = done.callable_path, done.status
             said.append(
                 messages.Finished(
-                    done.task_id, path, status, done.duration, done.error, self.limited
+                    done.task_id,
+                    path,
+                    status,
+                    done.duration,
+                    done.error,
+                    self.limited,
+                    self.dropped,
                 )
             )
         skipped = tuple(tried[:-1] if task is not None else tried)
@@ -156,9 +164,11 @@ class Worker:
         task = None
         reset_queries()
         close_old_connections()
+        self.dropped = False
         try:
             with hotpath.transaction(self.alias, raw=True) as writer:
                 if done is not None and not runner.record(writer, done, self.pid, self.host):
+                    self.dropped = True
                     self.discarded(done)
                 for task_id in self.pending if may_claim else ():
                     tried.append(task_id)

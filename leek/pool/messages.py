@@ -41,7 +41,7 @@ class Recording:
 
 @dataclass(frozen=True)
 class Finished:
-    """The task's outcome is recorded: SUCCESSFUL, FAILED, or READY for a retry."""
+    """The task's outcome is recorded (SUCCESSFUL, FAILED, or READY for a retry) or dropped."""
 
     task_id: int
     callable_path: str
@@ -50,6 +50,9 @@ class Finished:
     error: str = ""
     # It ran under a limit key: another task of the key may start now.
     limited: bool = False
+    # The row had moved on (settled by a server that took this worker for lost): the
+    # outcome was dropped, not written.
+    discarded: bool = False
 
 
 @dataclass(frozen=True)

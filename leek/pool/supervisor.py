@@ -285,19 +285,10 @@ class Supervisor:
         elif isinstance(message, messages.Recording) and handle.task_id == message.task_id:
             handle.timeout = None  # it ran within its limit; only the database is slow
         elif isinstance(message, messages.Finished):
-            self.counts[_COUNTED[message.status]] += 1
+            self.counts["discarded" if message.discarded else _COUNTED[message.status]] += 1
             handle.tasks_done += 1
             self.dispatcher.observe(time.monotonic() - handle.task_started_at)
-            log = logger.info if message.status == "SUCCESSFUL" else logger.warning
-            log(
-                "task %s %s %s in %.1f ms on worker %s%s",
-                message.task_id,
-                message.callable_path,
-                message.status,
-                message.duration * 1000,
-                handle.pid,
-                f": {message.error}" if message.error else "",
-            )
+            self.log_finished(handle, message)
             self.backlog.release(handle.done())
             if message.limited:  # its key has a free slot: hand out the next task of it
                 self.sweeper.wake()
@@ -307,6 +298,31 @@ class Supervisor:
             handle.skipped(message.task_ids)
             for task_id in message.task_ids:
                 self.backlog.release(task_id)
+
+    def log_finished(self, handle: WorkerHandle, message: messages.Finished) -> None:
+        """Log a task's end: its outcome, or that its outcome was dropped."""
+        took = message.duration * 1000
+        if message.discarded:
+            logger.warning(
+                "task %s %s ended %s in %.1f ms on worker %s, but its outcome was discarded: "
+                "another server had settled it",
+                message.task_id,
+                message.callable_path,
+                message.status,
+                took,
+                handle.pid,
+            )
+            return
+        log = logger.info if message.status == "SUCCESSFUL" else logger.warning
+        log(
+            "task %s %s %s in %.1f ms on worker %s%s",
+            message.task_id,
+            message.callable_path,
+            message.status,
+            took,
+            handle.pid,
+            f": {message.error}" if message.error else "",
+        )
 
     def check_after_task(self, handle: WorkerHandle) -> None:
         """Retire a worker that has run its quota of tasks or grew past --max-memory."""
@@ -503,7 +519,7 @@ class Supervisor:
         }
 
 
-_COUNTS = ("done", "failed", "retried", "lost", "timed_out", "terminated")
+_COUNTS = ("done", "failed", "retried", "lost", "timed_out", "terminated", "discarded")
 _RESTARTS = ("crash", "memory", "timeout", "tasks", "reload", "terminated")
 # Which counter a Finished message adds to.
 _COUNTED = {"SUCCESSFUL": "done", "FAILED": "failed", "READY": "retried"}
