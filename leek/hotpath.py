@@ -1,11 +1,11 @@
 """The three statements every task goes through, in plain SQL: insert, claim, success.
 
 Run in web processes (`insert`, at offload time) and in workers (`claim` and `succeed`, in
-one `transaction`). They are the transitions of leek.models.TaskQuerySet that happen once
+one `transaction`). They are the transitions of leek.transitions.TaskQuerySet that happen once
 per task, written out once per database vendor: the ORM's query compiler costs several
 times the statement itself, and on SQLite it is the whole difference between a task and a
 plain row insert. Every other transition stays in the ORM. Each UPDATE names its from-state,
-as in models.py.
+as in leek.transitions.
 
 A worker's transaction goes to the driver's own connection, past Django's cursor wrapper
 and transaction bookkeeping (half of a worker's time per task, before this): Django's
@@ -37,7 +37,8 @@ from django.db import transaction as django_transaction
 from django.utils import timezone
 
 from leek import throttle
-from leek.models import Claim, PoolPause, Task, TaskStatus
+from leek.models import PoolPause, Task, TaskStatus
+from leek.states import Claim
 
 # Columns an offload sets; every other column takes its model default.
 OFFLOAD_COLUMNS = (

@@ -27,7 +27,8 @@ from leek.exceptions import (
     UnpicklableError,
 )
 from leek.hotpath import Claimed, Writer
-from leek.models import SNOOZED, Claim, Encoding, Task, TaskStatus
+from leek.models import Encoding, Task, TaskStatus
+from leek.states import SNOOZED, Claim
 
 # The length of Task.exception_class_path.
 CLASS_PATH_MAX = 255
@@ -55,7 +56,7 @@ class Outcome:
     delay: float = 0.0
     # One line for the log: the error, and for a retry which one it is.
     error: str = ""
-    # Which attempt ran: the fencing token of its claim (leek.models.Claim).
+    # Which attempt ran: the fencing token of its claim (leek.states.Claim).
     attempt: int = 0
     # READY because the task raised Snooze: its attempt is given back.
     snoozed: bool = False

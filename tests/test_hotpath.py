@@ -7,8 +7,9 @@ import pytest
 from django.db import connection, transaction
 
 from leek import client, hotpath
-from leek.models import Claim, Task, TaskStatus
+from leek.models import Task, TaskStatus
 from leek.runner import database
+from leek.states import Claim
 from tests import tasks
 from tests.conftest import KIND
 

@@ -10,8 +10,9 @@ from django.db import connections, transaction
 from django.utils import timezone
 
 from leek import Snooze, client, hotpath, throttle
-from leek.models import Claim, PoolPause, Task, TaskLimit, TaskStatus
+from leek.models import PoolPause, Task, TaskLimit, TaskStatus
 from leek.runner import database
+from leek.states import Claim
 from tests import tasks
 from tests.conftest import KIND, wait_until
 from tests.models import Row

@@ -45,7 +45,7 @@ class WorkerHandle:
     # just before it read the Retire.
     handed_on: list[int] = field(default_factory=list)
     callable_path: str = ""
-    # Which attempt of its task it runs (leek.models.Claim).
+    # Which attempt of its task it runs (leek.states.Claim).
     attempt: int = 0
     task_started_at: float = 0.0
     # The same moment on the wall clock, for people (Unix time).

@@ -14,10 +14,11 @@ from datetime import datetime
 
 from django.db import IntegrityError, InterfaceError, OperationalError, close_old_connections
 
-from leek.models import TERMINATED, Claim, Task, TaskStatus
+from leek.models import Task, TaskStatus
 from leek.pool.handles import WorkerHandle
 from leek.pool.limits import MB
 from leek.processes import may_hold
+from leek.states import TERMINATED, Claim
 
 logger = logging.getLogger("leek.pool")
 

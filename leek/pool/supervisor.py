@@ -29,13 +29,13 @@ from typing import Any, Protocol
 import psutil
 from django.utils import timezone
 
-from leek.models import Claim
 from leek.pool import losses, messages, worker
 from leek.pool.boot import BootGuard, PoolFailed, is_boot_failure
 from leek.pool.dispatch import Backlog, Dispatcher
 from leek.pool.handles import WorkerHandle, WorkerState
 from leek.pool.limits import Limits, kill_tree, tree_rss
 from leek.pool.signals import SignalSocket
+from leek.states import Claim
 
 logger = logging.getLogger("leek.pool")
 

@@ -6,7 +6,7 @@ its heartbeat is older than LEEK["server_lease"], any other live server settles 
 workers left RUNNING, under the worker-lost rule (FAILED, or READY again within lost_retries),
 and names itself on each. Each settlement is a conditional write on the task's claim (host,
 pid, attempt): two servers settling at once settle each task once, and a server that comes
-back after its tasks were settled cannot overwrite them (leek.models.Claim).
+back after its tasks were settled cannot overwrite them (leek.states.Claim).
 
 A task runs on its worker's host, whose pids only a server on that host can check. So a
 server settles the stale server's tasks when it is on the same host and the worker's pid is
@@ -21,8 +21,9 @@ from datetime import timedelta
 from django.db import router
 
 from leek import dbclock
-from leek.models import Claim, Server, Task, TaskStatus
+from leek.models import Server, Task, TaskStatus
 from leek.processes import may_hold
+from leek.states import Claim
 
 logger = logging.getLogger("leek.server")
 
