@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import throughput as tp
+from common import BenchError, VerificationError, progress
 
 
 def drain(task: object, count: int, first_n: int) -> float:
@@ -50,7 +51,7 @@ def run_servers(root: Path, port: int, servers: int, workers: int, count: int, b
         # The first on the port web processes notify; the others on ports of their own.
         for index in range(servers):
             started.append(tp.start_server(root, port if index == 0 else tp.free_port(), workers))
-        tp.progress(f"{servers} server(s) of {workers} worker(s) up; draining {count} tasks")
+        progress(f"{servers} server(s) of {workers} worker(s) up; draining {count} tasks")
         drain(tasks.write_row, min(200, count), base)  # warm every worker and connection
         seconds = drain(tasks.write_row, count, base + 1000)
     finally:
@@ -84,15 +85,15 @@ def main(argv: list[str] | None = None) -> int:
             tp.pg_admin(f'CREATE DATABASE "{pg_name}"')
         tp.setup_django(root)
         floor = tp.floor_insert(2000)
-        tp.progress(f"insert floor: {floor:,.0f}/s")
+        progress(f"insert floor: {floor:,.0f}/s")
         results = [
             run_servers(root, port, n, args.workers, args.tasks, base=(i + 1) * 1_000_000)
             for i, n in enumerate(args.servers)
         ]
-    except tp.VerificationError as exc:
+    except VerificationError as exc:
         sys.stderr.write(f"VERIFICATION FAILED: {exc}\n")
         return 1
-    except tp.BenchError as exc:
+    except BenchError as exc:
         sys.stderr.write(f"benchmark could not run: {exc}\n")
         return 2
     finally:

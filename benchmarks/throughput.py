@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from common import BenchError, Sizes, VerificationError, progress
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SETTINGS_MODULE = "leek_bench_settings"
@@ -48,20 +49,6 @@ POLL_INTERVAL = 0.020  # seconds between two counts of SUCCESSFUL rows
 MEMORY_INTERVAL = 0.050  # seconds between two RSS samples
 PHASE_TIMEOUT = 120.0  # seconds a batch may take before it counts as lost
 MB = 2**20
-
-
-class VerificationError(Exception):
-    """A task was lost, ran twice, or a row is missing or doubled."""
-
-
-class BenchError(Exception):
-    """The benchmark could not run (server did not start, database unreachable)."""
-
-
-def progress(message: str) -> None:
-    """Write a progress line on stderr."""
-    sys.stderr.write(f"[bench {time.strftime('%H:%M:%S')}] {message}\n")
-    sys.stderr.flush()
 
 
 # --------------------------------------------------------------------------- the project
@@ -912,19 +899,6 @@ def format_backlog(b: dict) -> str:
 
 
 # --------------------------------------------------------------------------- main
-
-
-@dataclass(frozen=True)
-class Sizes:
-    """How much work each measurement does."""
-
-    tasks: int
-    samples: int
-    inserts: int
-    queue_items: int
-    tcp_samples: int
-    backlog: int = 0
-    backlog_seconds: float = 10.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
