@@ -26,6 +26,7 @@ from pathlib import Path
 
 import throughput as tp
 from common import BenchError, VerificationError, progress
+from project import database_settings, free_port, pg_admin, setup_django, write_project
 
 
 def drain(task: object, count: int, first_n: int) -> float:
@@ -50,7 +51,7 @@ def run_servers(root: Path, port: int, servers: int, workers: int, count: int, b
     try:
         # The first on the port web processes notify; the others on ports of their own.
         for index in range(servers):
-            started.append(tp.start_server(root, port if index == 0 else tp.free_port(), workers))
+            started.append(tp.start_server(root, port if index == 0 else free_port(), workers))
         progress(f"{servers} server(s) of {workers} worker(s) up; draining {count} tasks")
         drain(tasks.write_row, min(200, count), base)  # warm every worker and connection
         seconds = drain(tasks.write_row, count, base + 1000)
@@ -79,11 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="leek-bench-servers-"))
     pg_name = f"leek_bench_{secrets.token_hex(4)}"
     try:
-        port = tp.free_port()
-        tp.write_project(root, tp.database_settings(args.db, root, pg_name), port)
+        port = free_port()
+        write_project(root, database_settings(args.db, root, pg_name), port)
         if args.db == "postgres":
-            tp.pg_admin(f'CREATE DATABASE "{pg_name}"')
-        tp.setup_django(root)
+            pg_admin(f'CREATE DATABASE "{pg_name}"')
+        setup_django(root)
         floor = tp.floor_insert(2000)
         progress(f"insert floor: {floor:,.0f}/s")
         results = [
