@@ -26,6 +26,7 @@ from pathlib import Path
 
 import throughput as tp
 from common import BenchError, VerificationError, progress
+from live_server import Server, start_server, stop_server
 from project import database_settings, free_port, pg_admin, setup_django, write_project
 
 
@@ -47,17 +48,17 @@ def run_servers(root: Path, port: int, servers: int, workers: int, count: int, b
     """Start `servers` servers, drain a batch through them, stop them; return the figures."""
     from benchapp import tasks
 
-    started: list[tp.Server] = []
+    started: list[Server] = []
     try:
         # The first on the port web processes notify; the others on ports of their own.
         for index in range(servers):
-            started.append(tp.start_server(root, port if index == 0 else free_port(), workers))
+            started.append(start_server(root, port if index == 0 else free_port(), workers))
         progress(f"{servers} server(s) of {workers} worker(s) up; draining {count} tasks")
         drain(tasks.write_row, min(200, count), base)  # warm every worker and connection
         seconds = drain(tasks.write_row, count, base + 1000)
     finally:
         for server in started:
-            tp.stop_server(server)
+            stop_server(server)
     return {"servers": servers, "workers": workers, "tasks": count, "per_s": count / seconds}
 
 
