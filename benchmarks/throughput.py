@@ -35,66 +35,13 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-import psutil
 from common import BenchError, Sizes, VerificationError, progress
 from live_server import Server, start_server, stop_server
+from memory import MB, MemorySampler, memory_figures
 from project import database_settings, free_port, pg_admin, setup_django, write_project
 
 POLL_INTERVAL = 0.020  # seconds between two counts of SUCCESSFUL rows
-MEMORY_INTERVAL = 0.050  # seconds between two RSS samples
 PHASE_TIMEOUT = 120.0  # seconds a batch may take before it counts as lost
-MB = 2**20
-
-
-# --------------------------------------------------------------------------- memory
-
-
-class MemorySampler:
-    """Sample the RSS of the server and its workers every MEMORY_INTERVAL in a thread."""
-
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        self.pids = [server.proc.pid, *server.worker_pids()]
-        self.peak: dict[int, int] = dict.fromkeys(self.pids, 0)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def sample(self) -> dict[int, int]:
-        """Return the RSS of each pid now (0 for one that is gone)."""
-        now = {}
-        for pid in self.pids:
-            try:
-                now[pid] = psutil.Process(pid).memory_info().rss
-            except psutil.Error:
-                now[pid] = 0
-        return now
-
-    def _run(self) -> None:
-        while not self._stop.wait(MEMORY_INTERVAL):
-            for pid, rss in self.sample().items():
-                self.peak[pid] = max(self.peak[pid], rss)
-
-    def __enter__(self) -> MemorySampler:
-        """Start sampling."""
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        """Stop sampling."""
-        self._stop.set()
-        self._thread.join()
-        self.server.remember_children()
-
-
-def memory_figures(server_pid: int, idle: dict[int, int], peak: dict[int, int]) -> dict:
-    """Return server and worker RSS in MB, idle and at peak."""
-    workers = [pid for pid in idle if pid != server_pid]
-    return {
-        "server_idle_mb": round(idle[server_pid] / MB, 1),
-        "server_peak_mb": round(peak[server_pid] / MB, 1),
-        "workers_idle_mb": [round(idle[p] / MB, 1) for p in workers],
-        "workers_peak_mb": [round(peak[p] / MB, 1) for p in workers],
-    }
 
 
 # --------------------------------------------------------------------------- measurements
