@@ -28,6 +28,7 @@ import throughput as tp
 from common import BenchError, VerificationError, progress
 from live_server import Server, start_server, stop_server
 from project import database_settings, free_port, pg_admin, setup_django, write_project
+from verify import verify_rows, verify_tasks, wait_successful
 
 
 def drain(task: object, count: int, first_n: int) -> float:
@@ -38,9 +39,9 @@ def drain(task: object, count: int, first_n: int) -> float:
     with transaction.atomic():
         handles = task.offload_many((n,) for n in range(first_n, first_n + count))
     ids = [h.id for h in handles]
-    done = tp.wait_successful(ids)
-    tp.verify_tasks(ids, f"{count} tasks")
-    tp.verify_rows(first_n, count, f"{count} tasks")
+    done = wait_successful(ids)
+    verify_tasks(ids, f"{count} tasks")
+    verify_rows(first_n, count, f"{count} tasks")
     return done - start
 
 
