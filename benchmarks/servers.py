@@ -26,6 +26,7 @@ from pathlib import Path
 
 import throughput as tp
 from common import BenchError, VerificationError, progress
+from floors import floor_insert
 from live_server import Server, start_server, stop_server
 from project import database_settings, free_port, pg_admin, setup_django, write_project
 from verify import verify_rows, verify_tasks, wait_successful
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.db == "postgres":
             pg_admin(f'CREATE DATABASE "{pg_name}"')
         setup_django(root)
-        floor = tp.floor_insert(2000)
+        floor = floor_insert(2000)
         progress(f"insert floor: {floor:,.0f}/s")
         results = [
             run_servers(root, port, n, args.workers, args.tasks, base=(i + 1) * 1_000_000)
