@@ -12,7 +12,8 @@ tasks in one transaction (`offload_many`: the first server hears of them, the ot
 them by their sweep), and times the drain until every task is SUCCESSFUL; then it checks
 that each ran exactly once. The insert floor of the same database is measured in the same
 run, so that each figure prints with its ratio to it. Every process it starts is stopped by
-pid. The project and helpers are those of benchmarks/throughput.py.
+pid. The project, the server handling, the floor and the checks are those of
+benchmarks/throughput.py (project.py, live_server.py, floors.py, verify.py).
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import throughput as tp
 from common import BenchError, VerificationError, progress
 from floors import floor_insert
 from live_server import Server, start_server, stop_server
 from project import database_settings, free_port, pg_admin, setup_django, write_project
+from throughput import cleanup
 from verify import verify_rows, verify_tasks, wait_successful
 
 
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"benchmark could not run: {exc}\n")
         return 2
     finally:
-        tp.cleanup(args, root, pg_name)
+        cleanup(args, root, pg_name)
     print(f"{args.db}, {args.workers} worker(s) a server, insert floor {floor:,.0f}/s")
     print("servers  write_row tasks/s  ratio to floor  vs 1 server")
     first = results[0]["per_s"]
