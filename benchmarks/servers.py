@@ -12,7 +12,8 @@ tasks in one transaction (`offload_many`: the first server hears of them, the ot
 them by their sweep), and times the drain until every task is SUCCESSFUL; then it checks
 that each ran exactly once. The insert floor of the same database is measured in the same
 run, so that each figure prints with its ratio to it. Every process it starts is stopped by
-pid. The project and helpers are those of benchmarks/throughput.py.
+pid. The project, the server handling, the floor and the checks are those of
+benchmarks/throughput.py (project.py, live_server.py, floors.py, verify.py).
 """
 
 from __future__ import annotations
@@ -24,7 +25,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import throughput as tp
+from common import BenchError, VerificationError, progress
+from floors import floor_insert
+from live_server import Server, start_server, stop_server
+from project import database_settings, free_port, pg_admin, setup_django, write_project
+from throughput import cleanup
+from verify import verify_rows, verify_tasks, wait_successful
 
 
 def drain(task: object, count: int, first_n: int) -> float:
@@ -35,9 +41,9 @@ def drain(task: object, count: int, first_n: int) -> float:
     with transaction.atomic():
         handles = task.offload_many((n,) for n in range(first_n, first_n + count))
     ids = [h.id for h in handles]
-    done = tp.wait_successful(ids)
-    tp.verify_tasks(ids, f"{count} tasks")
-    tp.verify_rows(first_n, count, f"{count} tasks")
+    done = wait_successful(ids)
+    verify_tasks(ids, f"{count} tasks")
+    verify_rows(first_n, count, f"{count} tasks")
     return done - start
 
 
@@ -45,17 +51,17 @@ def run_servers(root: Path, port: int, servers: int, workers: int, count: int, b
     """Start `servers` servers, drain a batch through them, stop them; return the figures."""
     from benchapp import tasks
 
-    started: list[tp.Server] = []
+    started: list[Server] = []
     try:
         # The first on the port web processes notify; the others on ports of their own.
         for index in range(servers):
-            started.append(tp.start_server(root, port if index == 0 else tp.free_port(), workers))
-        tp.progress(f"{servers} server(s) of {workers} worker(s) up; draining {count} tasks")
+            started.append(start_server(root, port if index == 0 else free_port(), workers))
+        progress(f"{servers} server(s) of {workers} worker(s) up; draining {count} tasks")
         drain(tasks.write_row, min(200, count), base)  # warm every worker and connection
         seconds = drain(tasks.write_row, count, base + 1000)
     finally:
         for server in started:
-            tp.stop_server(server)
+            stop_server(server)
     return {"servers": servers, "workers": workers, "tasks": count, "per_s": count / seconds}
 
 
@@ -78,25 +84,25 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="leek-bench-servers-"))
     pg_name = f"leek_bench_{secrets.token_hex(4)}"
     try:
-        port = tp.free_port()
-        tp.write_project(root, tp.database_settings(args.db, root, pg_name), port)
+        port = free_port()
+        write_project(root, database_settings(args.db, root, pg_name), port)
         if args.db == "postgres":
-            tp.pg_admin(f'CREATE DATABASE "{pg_name}"')
-        tp.setup_django(root)
-        floor = tp.floor_insert(2000)
-        tp.progress(f"insert floor: {floor:,.0f}/s")
+            pg_admin(f'CREATE DATABASE "{pg_name}"')
+        setup_django(root)
+        floor = floor_insert(2000)
+        progress(f"insert floor: {floor:,.0f}/s")
         results = [
             run_servers(root, port, n, args.workers, args.tasks, base=(i + 1) * 1_000_000)
             for i, n in enumerate(args.servers)
         ]
-    except tp.VerificationError as exc:
+    except VerificationError as exc:
         sys.stderr.write(f"VERIFICATION FAILED: {exc}\n")
         return 1
-    except tp.BenchError as exc:
+    except BenchError as exc:
         sys.stderr.write(f"benchmark could not run: {exc}\n")
         return 2
     finally:
-        tp.cleanup(args, root, pg_name)
+        cleanup(args, root, pg_name)
     print(f"{args.db}, {args.workers} worker(s) a server, insert floor {floor:,.0f}/s")
     print("servers  write_row tasks/s  ratio to floor  vs 1 server")
     first = results[0]["per_s"]
