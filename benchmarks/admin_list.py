@@ -90,7 +90,7 @@ def fill(rows: int) -> None:
         INSERT INTO leek_task (pool, callable_path, payload, priority, status, run_after,
             attempts, retries, retry_backoff, lost_retries, enqueued_at, started_at,
             finished_at, worker_host, worker_pid, exception_class_path, traceback, history,
-            control_action, control_by)
+            control_action, control_by, encoding)
         SELECT CASE i % 10 WHEN 0 THEN 'emails' WHEN 1 THEN 'reports' ELSE 'default' END,
             'example.tasks.job_' || (i % 12), %s, 0, {status}, {ago(f"({rows} - i) * 2")}, 1, 0,
             1.0, 0, {ago(f"({rows} - i) * 2")},
@@ -103,7 +103,7 @@ def fill(rows: int) -> None:
   File "x.py"
 ValueError: bad value ' || i
                 ELSE '' END,
-            '[]', '', ''
+            '[]', '', '', 'pickle'
         FROM {series}
     """
     # The one parameter is the payload; every other % is SQL's own (modulo, strftime).
@@ -118,18 +118,20 @@ ValueError: bad value ' || i
     print(f"inserted {rows:,} rows in {time.perf_counter() - started:.1f} s")
 
 
-def pages() -> list[tuple[str, str]]:
-    """Return (label, url) of each page to measure."""
+def pages(rows: int) -> list[tuple[str, str]]:
+    """Return (label, url) of each page to measure (a deep page: 1000, or half way)."""
     from django.utils import timezone
 
+    from leek.admin import TaskAdmin
     from leek.models import Task
 
     failed = Task.objects.filter(status="FAILED").order_by("-id").values_list("id", flat=True)[0]
     today = timezone.localdate().isoformat()
     base = "/admin/leek/task/"
+    deep = min(1000, max(1, rows // (2 * TaskAdmin.list_per_page)))
     return [
         ("list, first page", base),
-        ("list, page 1000", base + "?p=1000"),
+        (f"list, page {deep}", base + f"?p={deep}"),
         ("status = FAILED", base + "?status__exact=FAILED"),
         ("status = RUNNING", base + "?status__exact=RUNNING"),
         ("pool = emails", base + "?pool=emails"),
@@ -143,7 +145,7 @@ def pages() -> list[tuple[str, str]]:
     ]
 
 
-def measure(repeat: int) -> None:
+def measure(rows: int, repeat: int) -> None:
     """Load each page `repeat` times and print its median time and its queries."""
     from django.contrib.auth.models import User
     from django.db import connection
@@ -154,7 +156,7 @@ def measure(repeat: int) -> None:
     client = Client()
     client.force_login(user)
     print(f"{'page':<24} {'median ms':>10} {'queries':>8}  slowest query (ms)")
-    for label, url in pages():
+    for label, url in pages(rows):
         assert client.get(url).status_code == 200, url
         times = []
         for _ in range(repeat):
@@ -196,7 +198,7 @@ def main() -> None:
     configure(options.db)
     try:
         fill(options.rows)
-        measure(options.repeat)
+        measure(options.rows, options.repeat)
     finally:
         if not options.keep:
             drop(options.db)
