@@ -10,25 +10,16 @@ of them can go to another worker at any time: the claim lets only one run it.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Protocol
 
 from leek.pool import messages
 from leek.pool.handles import WorkerHandle, WorkerState
+from leek.pool.interfaces import Backlog
 
 # A worker holds ids for about this many seconds of work, at most MAX_PREFETCH. While tasks
 # take less than SHORT_TASK it holds one id ahead at least.
 PREFETCH_WINDOW = 0.001
 MAX_PREFETCH = 16
 SHORT_TASK = 0.02
-
-
-class Backlog(Protocol):
-    """The ids waiting for a worker (leek.server.Backlog)."""
-
-    def take(self, count: int = 1) -> list[int]: ...
-    def release(self, task_id: int | None) -> None: ...
-    def give_back(self, task_id: int) -> None: ...
-    def __len__(self) -> int: ...
 
 
 class Dispatcher:

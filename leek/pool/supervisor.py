@@ -24,7 +24,7 @@ import os
 import selectors
 import socket
 import time
-from typing import Any, Protocol
+from typing import Any
 
 import psutil
 from django.utils import timezone
@@ -32,8 +32,9 @@ from django.utils import timezone
 from leek.models import Claim
 from leek.pool import losses, messages, worker
 from leek.pool.boot import BootGuard, PoolFailed, is_boot_failure
-from leek.pool.dispatch import Backlog, Dispatcher
+from leek.pool.dispatch import Dispatcher
 from leek.pool.handles import WorkerHandle, WorkerState
+from leek.pool.interfaces import Backlog, Listener, Reporter, Sweeper
 from leek.pool.limits import Limits, kill_tree, tree_rss
 from leek.pool.signals import SignalSocket
 
@@ -45,31 +46,6 @@ TICK = 1.0
 EXIT_INTERRUPTED = 130
 # Fewest seconds between two reports of the workers' state to the reporter.
 REPORT_GAP = 0.2
-
-
-class Listener(Protocol):
-    """The TCP listener (leek.server.Listener), served from this loop."""
-
-    def fileno(self) -> int: ...
-    def serve(self, timeout: float = 0) -> None: ...
-
-
-class Sweeper(Protocol):
-    """The periodic search of the table for READY tasks (leek.server.Sweeper)."""
-
-    failed: bool  # the last sweep met a database error
-
-    def seconds_left(self, now: float) -> float: ...
-    def sweep_if_due(self, now: float) -> None: ...
-    def wake(self) -> None: ...
-
-
-class Reporter(Protocol):
-    """The writer of the server's row, off the loop (leek.server.Heartbeat)."""
-
-    def fileno(self) -> int: ...  # readable when orders wait
-    def report(self, snapshot: dict[str, Any], urgent: bool = False) -> None: ...
-    def orders(self) -> list[tuple[int, int, str]]: ...  # (task id, worker pid, by whom)
 
 
 class Supervisor:
