@@ -29,13 +29,13 @@ from typing import Any
 import psutil
 from django.utils import timezone
 
-from leek.models import Claim
 from leek.pool import losses, messages, worker
 from leek.pool.boot import BootGuard, PoolFailed, is_boot_failure
 from leek.pool.dispatch import Dispatcher
 from leek.pool.handles import WorkerHandle, WorkerState
 from leek.pool.interfaces import Backlog, Listener, Reporter, Sweeper
 from leek.pool.limits import Limits, kill_tree, tree_rss
+from leek.pool.outcomes import Outcomes
 from leek.pool.signals import SignalSocket
 
 logger = logging.getLogger("leek.pool")
@@ -82,11 +82,9 @@ class Supervisor:
         self.next_memory_poll = 0.0
         self.dispatcher = Dispatcher(backlog)
         self.settler = losses.Settler()
-        self.counts = dict.fromkeys(_COUNTS, 0)
+        self.outcomes = Outcomes(self.settler, self.host)
         # Why workers were replaced.
         self.restarts = dict.fromkeys(_RESTARTS, 0)
-        # Ids workers were sent and did not claim: taken by another, or held back by a limit.
-        self.skipped = 0
         self.signals = SignalSocket()
         # What the loop waits on; each key's data says what became ready.
         self.selector = selectors.DefaultSelector()
@@ -102,8 +100,7 @@ class Supervisor:
         if self.reporter is not None:
             self.selector.register(self.reporter, selectors.EVENT_READ, ("orders", None))
         try:
-            # A database that is not up yet is waited for, as any other refused write.
-            self.settler.write("the losses of workers gone before this start", self.recover)
+            self.outcomes.recover(self.started_at)
             while not self.stopping:
                 self.maintain_pool()
                 self.dispatch()
@@ -123,10 +120,6 @@ class Supervisor:
             self.signals.restore()
             self.selector.close()
         return EXIT_INTERRUPTED if self.stop_at_once else 0
-
-    def recover(self) -> None:
-        """Settle the tasks that workers of an earlier server left RUNNING on this host."""
-        self.counts["lost"] += losses.recover_orphans(self.host, self.started_at)
 
     def wait(self, timeout: float) -> None:
         """Wait up to `timeout` s for signals, ids, worker messages and exits; act on them."""
@@ -261,44 +254,18 @@ class Supervisor:
         elif isinstance(message, messages.Recording) and handle.task_id == message.task_id:
             handle.timeout = None  # it ran within its limit; only the database is slow
         elif isinstance(message, messages.Finished):
-            self.counts["discarded" if message.discarded else _COUNTED[message.status]] += 1
             handle.tasks_done += 1
             self.dispatcher.observe(time.monotonic() - handle.task_started_at)
-            self.log_finished(handle, message)
+            self.outcomes.finished(handle.pid, message)
             self.backlog.release(handle.done())
             if message.limited:  # its key has a free slot: hand out the next task of it
                 self.sweeper.wake()
             self.check_after_task(handle)
         elif isinstance(message, messages.Skipped):
-            self.skipped += len(message.task_ids)
+            self.outcomes.passed_over(message.task_ids)
             handle.skipped(message.task_ids)
             for task_id in message.task_ids:
                 self.backlog.release(task_id)
-
-    def log_finished(self, handle: WorkerHandle, message: messages.Finished) -> None:
-        """Log a task's end: its outcome, or that its outcome was dropped."""
-        took = message.duration * 1000
-        if message.discarded:
-            logger.warning(
-                "task %s %s ended %s in %.1f ms on worker %s, but its outcome was discarded: "
-                "another server had settled it",
-                message.task_id,
-                message.callable_path,
-                message.status,
-                took,
-                handle.pid,
-            )
-            return
-        log = logger.info if message.status == "SUCCESSFUL" else logger.warning
-        log(
-            "task %s %s %s in %.1f ms on worker %s%s",
-            message.task_id,
-            message.callable_path,
-            message.status,
-            took,
-            handle.pid,
-            f": {message.error}" if message.error else "",
-        )
 
     def check_after_task(self, handle: WorkerHandle) -> None:
         """Retire a worker that has run its quota of tasks or grew past --max-memory."""
@@ -324,16 +291,12 @@ class Supervisor:
         handle.conn.close()
         how = handle.describe_exit()
         if handle.task_id is not None:
-            self._lose(handle)
+            self.outcomes.lost(handle)
+            self.backlog.release(handle.done())
         # It may have claimed one of the ids it was sent and died before it could say so.
         # They are back in the backlog (or in another worker's queue, or the next sweep's).
         self.dispatcher.give_back(handle)
-        if handle.handed_on:
-            ids, pid = handle.handed_on, handle.pid
-            self.settler.write(
-                f"the unclaim of tasks {ids} of worker {pid}",
-                lambda: losses.unclaim(ids, pid, self.host),
-            )
+        self.outcomes.unclaim(handle)
         if handle.state is WorkerState.STARTING and is_boot_failure(handle.process.exitcode):
             self._boot_failed(handle, how)
         elif handle.state is WorkerState.STARTING and not self.stopping:
@@ -346,19 +309,6 @@ class Supervisor:
             logger.error("worker %s %s; starting a replacement", handle.pid, how)
         else:
             logger.debug("worker %s %s after retiring", handle.pid, how)
-
-    def _lose(self, handle: WorkerHandle) -> None:
-        """Record the task a dead worker held as lost."""
-        path, described = losses.describe_loss(handle)
-        task_id, claim = handle.task_id, Claim(handle.pid, self.host, handle.attempt)
-        logger.error("task %s: %s", task_id, described)
-
-        def write() -> None:
-            if losses.record_loss(task_id, claim, path, described):
-                self.counts[losses.COUNTED.get(path, "lost")] += 1
-
-        self.settler.write(f"the loss of task {task_id} {handle.callable_path}", write)
-        self.backlog.release(handle.done())
 
     def _boot_failed(self, handle: WorkerHandle, how: str) -> None:
         if self.stopping or handle.generation != self.generation:
@@ -473,7 +423,7 @@ class Supervisor:
         logger.info(
             "status: %s queued, counts %s, restarts %s",
             len(self.backlog),
-            self.counts,
+            self.outcomes.counts,
             self.restarts,
         )
         for handle in self.workers.values():
@@ -487,15 +437,12 @@ class Supervisor:
             "size": self.size,
             "generation": self.generation,
             "workers": [h.snapshot(now) for h in list(self.workers.values())],
-            "counts": dict(self.counts),
+            "counts": dict(self.outcomes.counts),
             "restarts": dict(self.restarts),
             "queued": len(self.backlog),
             "prefetch": self.dispatcher.depth(),
-            "skipped": self.skipped,
+            "skipped": self.outcomes.skipped,
         }
 
 
-_COUNTS = ("done", "failed", "retried", "lost", "timed_out", "terminated", "discarded")
 _RESTARTS = ("crash", "memory", "timeout", "tasks", "reload", "terminated")
-# Which counter a Finished message adds to.
-_COUNTED = {"SUCCESSFUL": "done", "FAILED": "failed", "READY": "retried"}
