@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
 import os
 import selectors
 import socket
@@ -29,13 +28,14 @@ from typing import Any
 import psutil
 from django.utils import timezone
 
-from leek.pool import losses, messages, worker
+from leek.pool import losses, messages
 from leek.pool.boot import BootGuard, PoolFailed, is_boot_failure
 from leek.pool.dispatch import Dispatcher
 from leek.pool.handles import WorkerHandle, WorkerState
 from leek.pool.interfaces import Backlog, Listener, Reporter, Sweeper
 from leek.pool.limits import Limits, kill_tree, tree_rss
 from leek.pool.outcomes import Outcomes
+from leek.pool.roster import Roster
 from leek.pool.signals import SignalSocket
 
 logger = logging.getLogger("leek.pool")
@@ -65,17 +65,12 @@ class Supervisor:
         self.sweeper = sweeper
         self.listener = listener
         self.reporter = reporter
-        # The workers changed since the last report, and when that report went.
-        self.changed = True
+        # When the last report of the workers' state went.
         self.reported_at = 0.0
-        self.size = workers
         self.limits = limits or Limits()
         self.burst = burst
         self.host = socket.gethostname()
         self.started_at = timezone.now()  # rows claimed since are this server's own
-        self.context = multiprocessing.get_context("spawn")
-        self.workers: dict[int, WorkerHandle] = {}  # by sentinel
-        self.generation = 1
         self.stopping = False
         self.stop_at_once = False
         self.boot = BootGuard()
@@ -88,6 +83,7 @@ class Supervisor:
         self.signals = SignalSocket()
         # What the loop waits on; each key's data says what became ready.
         self.selector = selectors.DefaultSelector()
+        self.roster = Roster(self.selector, self.dispatcher, self.limits, workers)
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -102,8 +98,8 @@ class Supervisor:
         try:
             self.outcomes.recover(self.started_at)
             while not self.stopping:
-                self.maintain_pool()
-                self.dispatch()
+                self.roster.maintain(self.boot.spawn_after)
+                self.roster.dispatch()
                 self.wait(self.timeout())
                 self.enforce_limits()
                 self.settler.retry_if_due(time.monotonic())
@@ -132,10 +128,10 @@ class Supervisor:
         limit = min(TICK, self.sweeper.seconds_left(now))
         if self.boot.spawn_after > now:
             limit = min(limit, self.boot.spawn_after - now)
-        for handle in self.workers.values():
+        for handle in self.roster:
             if handle.task_id is not None and handle.timeout:
                 limit = min(limit, handle.task_started_at + handle.timeout - now)
-        if self.changed and self.reporter is not None:
+        if self.roster.changed and self.reporter is not None:
             limit = min(limit, self.reported_at + REPORT_GAP - now)
         return max(limit, 0.0)
 
@@ -145,9 +141,9 @@ class Supervisor:
             return
         now = time.monotonic()
         since = now - self.reported_at
-        if (self.changed and since >= REPORT_GAP) or since >= TICK:
-            self.reporter.report(self.stats(), urgent=self.changed)
-            self.changed, self.reported_at = False, now
+        if (self.roster.changed and since >= REPORT_GAP) or since >= TICK:
+            self.reporter.report(self.stats(), urgent=self.roster.changed)
+            self.roster.changed, self.reported_at = False, now
 
     def handle(self, kind: str, handle: WorkerHandle | None) -> None:
         """Act on one thing that became ready."""
@@ -159,7 +155,7 @@ class Supervisor:
         elif kind == "orders":
             for task_id, pid, by in self.reporter.orders():
                 self.terminate(task_id, pid, by)
-        elif handle is None or self.workers.get(handle.process.sentinel) is not handle:
+        elif handle is None or handle not in self.roster:
             return  # a worker settled earlier in this round
         elif kind == "exit":
             self.on_exit(handle)
@@ -167,62 +163,6 @@ class Supervisor:
             self._read_message(handle)
 
     # -- workers --------------------------------------------------------------------------
-
-    def spawn(self) -> WorkerHandle:
-        """Start one worker process of the current generation."""
-        parent_end, child_end = self.context.Pipe(duplex=True)
-        process = self.context.Process(
-            target=worker.main,
-            args=(child_end, self.limits.max_memory),
-            name=f"leek-worker-g{self.generation}",
-        )
-        process.start()
-        child_end.close()
-        handle = WorkerHandle(
-            process, parent_end, self.generation, task_quota=self.limits.task_quota()
-        )
-        self.workers[process.sentinel] = handle
-        self.selector.register(process.sentinel, selectors.EVENT_READ, ("exit", handle))
-        self.selector.register(parent_end, selectors.EVENT_READ, ("message", handle))
-        logger.debug("spawned worker %s (generation %s)", handle.pid, handle.generation)
-        self.changed = True
-        return handle
-
-    def current(self) -> list[WorkerHandle]:
-        """Return the workers of the current generation that are not retiring."""
-        return [
-            h
-            for h in self.workers.values()
-            if h.generation == self.generation and h.state is not WorkerState.RETIRING
-        ]
-
-    def maintain_pool(self) -> None:
-        """Spawn up to the pool size; retire surplus and, once booted, old generations."""
-        if self.stopping:
-            return
-        current = self.current()
-        if len(current) < self.size and time.monotonic() >= self.boot.spawn_after:
-            for _ in range(self.size - len(current)):
-                self.spawn()
-        for surplus in [h for h in current if h.state is WorkerState.IDLE][self.size :]:
-            self.retire(surplus)
-        booted = [h for h in self.current() if h.state is not WorkerState.STARTING]
-        if len(booted) >= self.size:
-            for old in self.workers.values():
-                if old.generation < self.generation and old.state is not WorkerState.RETIRING:
-                    self.retire(old)
-
-    def retire(self, handle: WorkerHandle) -> None:
-        """Ask a worker to exit after its current task; its ids sent ahead go to others."""
-        handle.state = WorkerState.RETIRING
-        self.changed = True
-        handle.send(messages.Retire())
-        self.dispatcher.give_back(handle)
-
-    def dispatch(self) -> None:
-        """Send ids to the workers that have room for more (leek.pool.dispatch)."""
-        if not self.stopping:
-            self.dispatcher.dispatch(self.workers.values(), self.size, self.generation)
 
     def _read_message(self, handle: WorkerHandle) -> bool:
         """Read what a worker sent in one write; return False once its pipe is closed."""
@@ -236,7 +176,7 @@ class Supervisor:
 
     def on_message(self, handle: WorkerHandle, message: messages.WorkerMessage) -> None:
         """Update what we know of a worker from what it says."""
-        self.changed = True
+        self.roster.changed = True
         if isinstance(message, messages.Booted):
             if handle.state is WorkerState.STARTING:
                 handle.state = WorkerState.IDLE
@@ -276,7 +216,7 @@ class Supervisor:
             cause, why = found
             self.restarts[cause] += 1
             logger.log(logging.INFO if cause == "tasks" else logging.WARNING, "%s", why)
-            self.retire(handle)
+            self.roster.retire(handle)
 
     def on_exit(self, handle: WorkerHandle) -> None:
         """Settle the task of a worker that ended, and count how it ended."""
@@ -284,11 +224,7 @@ class Supervisor:
             while handle.conn.poll() and self._read_message(handle):
                 pass
         handle.process.join(timeout=1)
-        self.changed = True
-        del self.workers[handle.process.sentinel]
-        self.selector.unregister(handle.process.sentinel)
-        self.selector.unregister(handle.conn)
-        handle.conn.close()
+        self.roster.forget(handle)
         how = handle.describe_exit()
         if handle.task_id is not None:
             self.outcomes.lost(handle)
@@ -311,15 +247,10 @@ class Supervisor:
             logger.debug("worker %s %s after retiring", handle.pid, how)
 
     def _boot_failed(self, handle: WorkerHandle, how: str) -> None:
-        if self.stopping or handle.generation != self.generation:
+        if self.stopping or handle.generation != self.roster.generation:
             return  # a generation given up on already: its failures count no more
-        old_serving = any(h.generation < self.generation for h in self.workers.values())
-        if self.boot.failed(handle.pid, how, old_serving):
-            # Back to the old generation: the new one's workers, booting or booted, go.
-            self.generation -= 1
-            for other in list(self.workers.values()):
-                if other.generation > self.generation and other.state is not WorkerState.RETIRING:
-                    self.retire(other)
+        if self.boot.failed(handle.pid, how, self.roster.old_serving()):
+            self.roster.fall_back()
 
     def enforce_limits(self) -> None:
         """Kill busy workers past their task's time limit or the hard memory ceiling."""
@@ -328,7 +259,7 @@ class Supervisor:
         poll_memory = now >= self.next_memory_poll
         if poll_memory:
             self.next_memory_poll = now + TICK
-        for handle in list(self.workers.values()):
+        for handle in self.roster:
             if handle.kill_kind:
                 continue
             # Idle workers' too, for the server's row (leek status).
@@ -345,7 +276,7 @@ class Supervisor:
         """In burst mode, stop once nothing is queued or running, nor waits for the database."""
         if not self.burst or len(self.backlog) or self.sweeper.failed or self.settler.waiting:
             return
-        if any(h.load for h in self.workers.values()):
+        if any(h.load for h in self.roster):
             return
         # A sweep ran since the last task was handed out and found nothing more.
         if self.sweeper.seconds_left(time.monotonic()) > 0:
@@ -355,16 +286,16 @@ class Supervisor:
 
     def drain(self) -> None:
         """Retire every worker, give running tasks the grace period, then kill the rest."""
-        for handle in list(self.workers.values()):
-            self.retire(handle)
+        for handle in self.roster:
+            self.roster.retire(handle)
         grace = self.limits.shutdown_timeout
         deadline = time.monotonic() + (0 if self.stop_at_once else grace)
-        while self.workers and not self.stop_at_once:
+        while self.roster and not self.stop_at_once:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
             self.wait(min(left, TICK))
-        for handle in list(self.workers.values()):
+        for handle in self.roster:
             if self.stop_at_once:
                 self._kill(handle, "the server was told to stop at once")
             else:
@@ -375,7 +306,7 @@ class Supervisor:
 
     def terminate(self, task_id: int, pid: int, by: str) -> None:
         """Kill the worker `pid` if it still runs task `task_id`, as operator `by` asked."""
-        for handle in list(self.workers.values()):
+        for handle in self.roster:
             if handle.pid == pid and handle.task_id == task_id and not handle.kill_kind:
                 self._kill(handle, f"terminated by {by}", "terminated")
 
@@ -403,19 +334,19 @@ class Supervisor:
 
     def handle_hup(self) -> None:
         """Reload: start a fresh generation; the old one retires once it has booted."""
-        self.generation += 1
+        self.roster.generation += 1
         self.restarts["reload"] += 1
-        logger.info("SIGHUP: starting worker generation %s", self.generation)
+        logger.info("SIGHUP: starting worker generation %s", self.roster.generation)
 
     def handle_ttin(self) -> None:
         """Add one worker."""
-        self.size += 1
-        logger.info("SIGTTIN: %s workers", self.size)
+        self.roster.size += 1
+        logger.info("SIGTTIN: %s workers", self.roster.size)
 
     def handle_ttou(self) -> None:
         """Remove one worker (never the last)."""
-        self.size = max(1, self.size - 1)
-        logger.info("SIGTTOU: %s workers", self.size)
+        self.roster.size = max(1, self.roster.size - 1)
+        logger.info("SIGTTOU: %s workers", self.roster.size)
 
     def handle_usr1(self) -> None:
         """Log one status line per worker."""
@@ -426,7 +357,7 @@ class Supervisor:
             self.outcomes.counts,
             self.restarts,
         )
-        for handle in self.workers.values():
+        for handle in self.roster:
             logger.info("status: worker %s", handle.snapshot(now))
 
     def stats(self) -> dict[str, Any]:
@@ -434,9 +365,9 @@ class Supervisor:
         now = time.monotonic()
         return {
             "pid": os.getpid(),
-            "size": self.size,
-            "generation": self.generation,
-            "workers": [h.snapshot(now) for h in list(self.workers.values())],
+            "size": self.roster.size,
+            "generation": self.roster.generation,
+            "workers": [h.snapshot(now) for h in self.roster],
             "counts": dict(self.outcomes.counts),
             "restarts": dict(self.restarts),
             "queued": len(self.backlog),
