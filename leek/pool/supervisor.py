@@ -25,7 +25,6 @@ import socket
 import time
 from typing import Any
 
-import psutil
 from django.utils import timezone
 
 from leek.pool import losses, messages
@@ -33,7 +32,7 @@ from leek.pool.boot import BootGuard, PoolFailed, is_boot_failure
 from leek.pool.dispatch import Dispatcher
 from leek.pool.handles import WorkerHandle, WorkerState
 from leek.pool.interfaces import Backlog, Listener, Reporter, Sweeper
-from leek.pool.limits import Limits, kill_tree, tree_rss
+from leek.pool.limits import Limits, kill, measure
 from leek.pool.outcomes import Outcomes
 from leek.pool.roster import Roster
 from leek.pool.signals import SignalSocket
@@ -262,15 +261,13 @@ class Supervisor:
         for handle in self.roster:
             if handle.kill_kind:
                 continue
-            # Idle workers' too, for the server's row (leek status).
-            if poll_memory:
-                with contextlib.suppress(psutil.Error):  # exiting: its sentinel tells
-                    handle.last_rss = tree_rss(handle.pid)
+            if poll_memory:  # idle workers' too, for the server's row (leek status)
+                measure(handle)
             if handle.task_id is None:
                 continue
             found = self.limits.kill_reason(handle, now)
             if found is not None:
-                self._kill(handle, found[1], found[0])
+                kill(handle, found[1], found[0])
 
     def stop_if_burst_done(self) -> None:
         """In burst mode, stop once nothing is queued or running, nor waits for the database."""
@@ -297,9 +294,9 @@ class Supervisor:
             self.wait(min(left, TICK))
         for handle in self.roster:
             if self.stop_at_once:
-                self._kill(handle, "the server was told to stop at once")
+                kill(handle, "the server was told to stop at once")
             else:
-                self._kill(handle, f"still running {grace:g} s after shutdown began")
+                kill(handle, f"still running {grace:g} s after shutdown began")
             handle.process.join(timeout=5)
             self.on_exit(handle)
         self.settler.abandon()
@@ -308,13 +305,7 @@ class Supervisor:
         """Kill the worker `pid` if it still runs task `task_id`, as operator `by` asked."""
         for handle in self.roster:
             if handle.pid == pid and handle.task_id == task_id and not handle.kill_kind:
-                self._kill(handle, f"terminated by {by}", "terminated")
-
-    def _kill(self, handle: WorkerHandle, why: str, kind: str = "") -> None:
-        """SIGKILL a worker and its children; on_exit then settles its task."""
-        handle.killed_for, handle.kill_kind = why, kind
-        children = kill_tree(handle.pid)
-        logger.warning("killed worker %s (and %s children): %s", handle.pid, children, why)
+                kill(handle, f"terminated by {by}", "terminated")
 
     # -- signals --------------------------------------------------------------------------
 
