@@ -1,10 +1,11 @@
 """Which worker gets which ids, and how many ahead: the supervisor's prefetch policy.
 
-Used by the supervisor in the server process. A worker gets ids a little ahead of its need,
-up to about PREFETCH_WINDOW of work by the mean time a worker has been taking per task, so
-that it never waits for the supervisor between two short tasks, while a higher-priority id
-waits behind no more than that window. The ids stay READY until a worker claims one, so any
-of them can go to another worker at any time: the claim lets only one run it.
+Used by the supervisor and its roster in the server process. A worker gets ids a little
+ahead of its need, up to about PREFETCH_WINDOW of work by the mean time a worker has been
+taking per task, so that it never waits for the supervisor between two short tasks, while a
+higher-priority id waits behind no more than that window. The ids stay READY until a worker
+claims one, so any of them can go to another worker at any time: the claim lets only one
+run it.
 """
 
 from __future__ import annotations

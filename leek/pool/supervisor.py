@@ -7,7 +7,11 @@
                                                        running task is lost, ids it had
                                                        not claimed go back to the backlog
 
-Which worker gets which ids, and how many ahead of its need, is leek.pool.dispatch.
+Which workers there are, how many and of which generation, is leek.pool.roster; which
+worker gets which ids, and how many ahead of its need, leek.pool.dispatch; how each task
+ended, counted, logged and recorded for a dead worker, leek.pool.outcomes; the limits a
+worker is held to, leek.pool.limits; what the loop is given by leek.server, as Protocols,
+leek.pool.interfaces.
 
 One blocking call, a select() on one selector kept for the life of the server, watches the
 signal wake-up fd, the listener's sockets, every worker's pipe and every worker's sentinel:
