@@ -1,34 +1,26 @@
 """Which worker gets which ids, and how many ahead: the supervisor's prefetch policy.
 
-Used by the supervisor in the server process. A worker gets ids a little ahead of its need,
-up to about PREFETCH_WINDOW of work by the mean time a worker has been taking per task, so
-that it never waits for the supervisor between two short tasks, while a higher-priority id
-waits behind no more than that window. The ids stay READY until a worker claims one, so any
-of them can go to another worker at any time: the claim lets only one run it.
+Used by the supervisor and its roster in the server process. A worker gets ids a little
+ahead of its need, up to about PREFETCH_WINDOW of work by the mean time a worker has been
+taking per task, so that it never waits for the supervisor between two short tasks, while a
+higher-priority id waits behind no more than that window. The ids stay READY until a worker
+claims one, so any of them can go to another worker at any time: the claim lets only one
+run it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Protocol
 
 from leek.pool import messages
 from leek.pool.handles import WorkerHandle, WorkerState
+from leek.pool.interfaces import Backlog
 
 # A worker holds ids for about this many seconds of work, at most MAX_PREFETCH. While tasks
 # take less than SHORT_TASK it holds one id ahead at least.
 PREFETCH_WINDOW = 0.001
 MAX_PREFETCH = 16
 SHORT_TASK = 0.02
-
-
-class Backlog(Protocol):
-    """The ids waiting for a worker (leek.server.Backlog)."""
-
-    def take(self, count: int = 1) -> list[int]: ...
-    def release(self, task_id: int | None) -> None: ...
-    def give_back(self, task_id: int) -> None: ...
-    def __len__(self) -> int: ...
 
 
 class Dispatcher:

@@ -1,7 +1,7 @@
 """What the supervisor knows of each worker process: its state, its task, its numbers.
 
 Lives in the server process only; changed by the supervisor from what the worker says and
-from how it ends.
+from how it ends, and by its roster (leek.pool.roster) when it retires the worker.
 """
 
 from __future__ import annotations

@@ -1,17 +1,21 @@
 """The limits a supervisor holds its workers to, and the psutil calls that measure and kill.
 
-Used by the supervisor in the server process: it asks the Limits what to do with a worker.
+Used by the supervisor in the server process: it asks the Limits what to do with a worker,
+measures workers with measure() and kills them with kill().
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
 from dataclasses import dataclass
 
 import psutil
 
 from leek.pool.handles import WorkerHandle
+
+logger = logging.getLogger("leek.pool")
 
 MB = 2**20
 
@@ -48,8 +52,7 @@ class Limits:
         if handle.task_quota and handle.tasks_done >= handle.task_quota:
             return "tasks", f"worker {handle.pid} ran {handle.tasks_done} tasks; replacing it"
         if self.max_memory:
-            with contextlib.suppress(psutil.Error):
-                handle.last_rss = tree_rss(handle.pid)
+            measure(handle)
             if handle.last_rss > self.max_memory * MB:
                 return "memory", (
                     f"worker {handle.pid} uses {handle.last_rss / MB:.0f} MB, over "
@@ -90,3 +93,19 @@ def kill_tree(pid: int) -> int:
         with contextlib.suppress(psutil.Error):
             victim.kill()
     return len(children)
+
+
+def measure(handle: WorkerHandle) -> None:
+    """Read a worker's resident memory, its children's included, into its `last_rss`."""
+    with contextlib.suppress(psutil.Error):  # exiting: its sentinel tells
+        handle.last_rss = tree_rss(handle.pid)
+
+
+def kill(handle: WorkerHandle, why: str, kind: str = "") -> None:
+    """SIGKILL a worker and its children, noting why; on_exit then settles its task.
+
+    `kind` is the restart cause its end counts as ("": none, as when the server stops).
+    """
+    handle.killed_for, handle.kill_kind = why, kind
+    children = kill_tree(handle.pid)
+    logger.warning("killed worker %s (and %s children): %s", handle.pid, children, why)

@@ -1,8 +1,8 @@
 """What to write on the row of a task whose worker died, and finding such rows at start.
 
-Used by the supervisor in the server process. The message says what happened: the worker's
-pid, its exit code or signal, its last resident memory, and whether leek killed it and why.
-A write the database refuses is written again later (Settler).
+Used in the server process by the supervisor and leek.pool.outcomes. The message says what
+happened: the worker's pid, its exit code or signal, its last resident memory, and whether
+leek killed it and why. A write the database refuses is written again later (Settler).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ logger = logging.getLogger("leek.pool")
 
 WORKER_LOST = "leek.exceptions.WorkerLost"
 TIMED_OUT = "leek.exceptions.TaskTimedOut"
-# Which counter of the supervisor a loss adds to, by its error class path.
+# Which counter of leek.pool.outcomes a loss adds to, by its error class path.
 COUNTED = {TIMED_OUT: "timed_out", TERMINATED: "terminated"}
 
 

@@ -7,7 +7,11 @@
                                                        running task is lost, ids it had
                                                        not claimed go back to the backlog
 
-Which worker gets which ids, and how many ahead of its need, is leek.pool.dispatch.
+Which workers there are, how many and of which generation, is leek.pool.roster; which
+worker gets which ids, and how many ahead of its need, leek.pool.dispatch; how each task
+ended, counted, logged and recorded for a dead worker, leek.pool.outcomes; the limits a
+worker is held to, leek.pool.limits; what the loop is given by leek.server, as Protocols,
+leek.pool.interfaces.
 
 One blocking call, a select() on one selector kept for the life of the server, watches the
 signal wake-up fd, the listener's sockets, every worker's pipe and every worker's sentinel:
@@ -19,23 +23,23 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
 import os
 import selectors
 import socket
 import time
-from typing import Any, Protocol
+from typing import Any
 
-import psutil
 from django.utils import timezone
 
-from leek.pool import losses, messages, worker
+from leek.pool import losses, messages
 from leek.pool.boot import BootGuard, PoolFailed, is_boot_failure
-from leek.pool.dispatch import Backlog, Dispatcher
+from leek.pool.dispatch import Dispatcher
 from leek.pool.handles import WorkerHandle, WorkerState
-from leek.pool.limits import Limits, kill_tree, tree_rss
+from leek.pool.interfaces import Backlog, Listener, Reporter, Sweeper
+from leek.pool.limits import Limits, kill, measure
+from leek.pool.outcomes import Outcomes
+from leek.pool.roster import Roster
 from leek.pool.signals import SignalSocket
-from leek.states import Claim
 
 logger = logging.getLogger("leek.pool")
 
@@ -45,31 +49,6 @@ TICK = 1.0
 EXIT_INTERRUPTED = 130
 # Fewest seconds between two reports of the workers' state to the reporter.
 REPORT_GAP = 0.2
-
-
-class Listener(Protocol):
-    """The TCP listener (leek.server.Listener), served from this loop."""
-
-    def fileno(self) -> int: ...
-    def serve(self, timeout: float = 0) -> None: ...
-
-
-class Sweeper(Protocol):
-    """The periodic search of the table for READY tasks (leek.server.Sweeper)."""
-
-    failed: bool  # the last sweep met a database error
-
-    def seconds_left(self, now: float) -> float: ...
-    def sweep_if_due(self, now: float) -> None: ...
-    def wake(self) -> None: ...
-
-
-class Reporter(Protocol):
-    """The writer of the server's row, off the loop (leek.server.Heartbeat)."""
-
-    def fileno(self) -> int: ...  # readable when orders wait
-    def report(self, snapshot: dict[str, Any], urgent: bool = False) -> None: ...
-    def orders(self) -> list[tuple[int, int, str]]: ...  # (task id, worker pid, by whom)
 
 
 class Supervisor:
@@ -89,31 +68,25 @@ class Supervisor:
         self.sweeper = sweeper
         self.listener = listener
         self.reporter = reporter
-        # The workers changed since the last report, and when that report went.
-        self.changed = True
+        # When the last report of the workers' state went.
         self.reported_at = 0.0
-        self.size = workers
         self.limits = limits or Limits()
         self.burst = burst
         self.host = socket.gethostname()
         self.started_at = timezone.now()  # rows claimed since are this server's own
-        self.context = multiprocessing.get_context("spawn")
-        self.workers: dict[int, WorkerHandle] = {}  # by sentinel
-        self.generation = 1
         self.stopping = False
         self.stop_at_once = False
         self.boot = BootGuard()
         self.next_memory_poll = 0.0
         self.dispatcher = Dispatcher(backlog)
         self.settler = losses.Settler()
-        self.counts = dict.fromkeys(_COUNTS, 0)
+        self.outcomes = Outcomes(self.settler, self.host)
         # Why workers were replaced.
         self.restarts = dict.fromkeys(_RESTARTS, 0)
-        # Ids workers were sent and did not claim: taken by another, or held back by a limit.
-        self.skipped = 0
         self.signals = SignalSocket()
         # What the loop waits on; each key's data says what became ready.
         self.selector = selectors.DefaultSelector()
+        self.roster = Roster(self.selector, self.dispatcher, self.limits, workers)
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -126,11 +99,10 @@ class Supervisor:
         if self.reporter is not None:
             self.selector.register(self.reporter, selectors.EVENT_READ, ("orders", None))
         try:
-            # A database that is not up yet is waited for, as any other refused write.
-            self.settler.write("the losses of workers gone before this start", self.recover)
+            self.outcomes.recover(self.started_at)
             while not self.stopping:
-                self.maintain_pool()
-                self.dispatch()
+                self.roster.maintain(self.boot.spawn_after)
+                self.roster.dispatch()
                 self.wait(self.timeout())
                 self.enforce_limits()
                 self.settler.retry_if_due(time.monotonic())
@@ -148,10 +120,6 @@ class Supervisor:
             self.selector.close()
         return EXIT_INTERRUPTED if self.stop_at_once else 0
 
-    def recover(self) -> None:
-        """Settle the tasks that workers of an earlier server left RUNNING on this host."""
-        self.counts["lost"] += losses.recover_orphans(self.host, self.started_at)
-
     def wait(self, timeout: float) -> None:
         """Wait up to `timeout` s for signals, ids, worker messages and exits; act on them."""
         for key, _ in self.selector.select(timeout):
@@ -163,10 +131,10 @@ class Supervisor:
         limit = min(TICK, self.sweeper.seconds_left(now))
         if self.boot.spawn_after > now:
             limit = min(limit, self.boot.spawn_after - now)
-        for handle in self.workers.values():
+        for handle in self.roster:
             if handle.task_id is not None and handle.timeout:
                 limit = min(limit, handle.task_started_at + handle.timeout - now)
-        if self.changed and self.reporter is not None:
+        if self.roster.changed and self.reporter is not None:
             limit = min(limit, self.reported_at + REPORT_GAP - now)
         return max(limit, 0.0)
 
@@ -176,9 +144,9 @@ class Supervisor:
             return
         now = time.monotonic()
         since = now - self.reported_at
-        if (self.changed and since >= REPORT_GAP) or since >= TICK:
-            self.reporter.report(self.stats(), urgent=self.changed)
-            self.changed, self.reported_at = False, now
+        if (self.roster.changed and since >= REPORT_GAP) or since >= TICK:
+            self.reporter.report(self.stats(), urgent=self.roster.changed)
+            self.roster.changed, self.reported_at = False, now
 
     def handle(self, kind: str, handle: WorkerHandle | None) -> None:
         """Act on one thing that became ready."""
@@ -190,7 +158,7 @@ class Supervisor:
         elif kind == "orders":
             for task_id, pid, by in self.reporter.orders():
                 self.terminate(task_id, pid, by)
-        elif handle is None or self.workers.get(handle.process.sentinel) is not handle:
+        elif handle is None or handle not in self.roster:
             return  # a worker settled earlier in this round
         elif kind == "exit":
             self.on_exit(handle)
@@ -198,62 +166,6 @@ class Supervisor:
             self._read_message(handle)
 
     # -- workers --------------------------------------------------------------------------
-
-    def spawn(self) -> WorkerHandle:
-        """Start one worker process of the current generation."""
-        parent_end, child_end = self.context.Pipe(duplex=True)
-        process = self.context.Process(
-            target=worker.main,
-            args=(child_end, self.limits.max_memory),
-            name=f"leek-worker-g{self.generation}",
-        )
-        process.start()
-        child_end.close()
-        handle = WorkerHandle(
-            process, parent_end, self.generation, task_quota=self.limits.task_quota()
-        )
-        self.workers[process.sentinel] = handle
-        self.selector.register(process.sentinel, selectors.EVENT_READ, ("exit", handle))
-        self.selector.register(parent_end, selectors.EVENT_READ, ("message", handle))
-        logger.debug("spawned worker %s (generation %s)", handle.pid, handle.generation)
-        self.changed = True
-        return handle
-
-    def current(self) -> list[WorkerHandle]:
-        """Return the workers of the current generation that are not retiring."""
-        return [
-            h
-            for h in self.workers.values()
-            if h.generation == self.generation and h.state is not WorkerState.RETIRING
-        ]
-
-    def maintain_pool(self) -> None:
-        """Spawn up to the pool size; retire surplus and, once booted, old generations."""
-        if self.stopping:
-            return
-        current = self.current()
-        if len(current) < self.size and time.monotonic() >= self.boot.spawn_after:
-            for _ in range(self.size - len(current)):
-                self.spawn()
-        for surplus in [h for h in current if h.state is WorkerState.IDLE][self.size :]:
-            self.retire(surplus)
-        booted = [h for h in self.current() if h.state is not WorkerState.STARTING]
-        if len(booted) >= self.size:
-            for old in self.workers.values():
-                if old.generation < self.generation and old.state is not WorkerState.RETIRING:
-                    self.retire(old)
-
-    def retire(self, handle: WorkerHandle) -> None:
-        """Ask a worker to exit after its current task; its ids sent ahead go to others."""
-        handle.state = WorkerState.RETIRING
-        self.changed = True
-        handle.send(messages.Retire())
-        self.dispatcher.give_back(handle)
-
-    def dispatch(self) -> None:
-        """Send ids to the workers that have room for more (leek.pool.dispatch)."""
-        if not self.stopping:
-            self.dispatcher.dispatch(self.workers.values(), self.size, self.generation)
 
     def _read_message(self, handle: WorkerHandle) -> bool:
         """Read what a worker sent in one write; return False once its pipe is closed."""
@@ -267,7 +179,7 @@ class Supervisor:
 
     def on_message(self, handle: WorkerHandle, message: messages.WorkerMessage) -> None:
         """Update what we know of a worker from what it says."""
-        self.changed = True
+        self.roster.changed = True
         if isinstance(message, messages.Booted):
             if handle.state is WorkerState.STARTING:
                 handle.state = WorkerState.IDLE
@@ -285,44 +197,18 @@ class Supervisor:
         elif isinstance(message, messages.Recording) and handle.task_id == message.task_id:
             handle.timeout = None  # it ran within its limit; only the database is slow
         elif isinstance(message, messages.Finished):
-            self.counts["discarded" if message.discarded else _COUNTED[message.status]] += 1
             handle.tasks_done += 1
             self.dispatcher.observe(time.monotonic() - handle.task_started_at)
-            self.log_finished(handle, message)
+            self.outcomes.finished(handle.pid, message)
             self.backlog.release(handle.done())
             if message.limited:  # its key has a free slot: hand out the next task of it
                 self.sweeper.wake()
             self.check_after_task(handle)
         elif isinstance(message, messages.Skipped):
-            self.skipped += len(message.task_ids)
+            self.outcomes.passed_over(message.task_ids)
             handle.skipped(message.task_ids)
             for task_id in message.task_ids:
                 self.backlog.release(task_id)
-
-    def log_finished(self, handle: WorkerHandle, message: messages.Finished) -> None:
-        """Log a task's end: its outcome, or that its outcome was dropped."""
-        took = message.duration * 1000
-        if message.discarded:
-            logger.warning(
-                "task %s %s ended %s in %.1f ms on worker %s, but its outcome was discarded: "
-                "another server had settled it",
-                message.task_id,
-                message.callable_path,
-                message.status,
-                took,
-                handle.pid,
-            )
-            return
-        log = logger.info if message.status == "SUCCESSFUL" else logger.warning
-        log(
-            "task %s %s %s in %.1f ms on worker %s%s",
-            message.task_id,
-            message.callable_path,
-            message.status,
-            took,
-            handle.pid,
-            f": {message.error}" if message.error else "",
-        )
 
     def check_after_task(self, handle: WorkerHandle) -> None:
         """Retire a worker that has run its quota of tasks or grew past --max-memory."""
@@ -333,7 +219,7 @@ class Supervisor:
             cause, why = found
             self.restarts[cause] += 1
             logger.log(logging.INFO if cause == "tasks" else logging.WARNING, "%s", why)
-            self.retire(handle)
+            self.roster.retire(handle)
 
     def on_exit(self, handle: WorkerHandle) -> None:
         """Settle the task of a worker that ended, and count how it ended."""
@@ -341,23 +227,15 @@ class Supervisor:
             while handle.conn.poll() and self._read_message(handle):
                 pass
         handle.process.join(timeout=1)
-        self.changed = True
-        del self.workers[handle.process.sentinel]
-        self.selector.unregister(handle.process.sentinel)
-        self.selector.unregister(handle.conn)
-        handle.conn.close()
+        self.roster.forget(handle)
         how = handle.describe_exit()
         if handle.task_id is not None:
-            self._lose(handle)
+            self.outcomes.lost(handle)
+            self.backlog.release(handle.done())
         # It may have claimed one of the ids it was sent and died before it could say so.
         # They are back in the backlog (or in another worker's queue, or the next sweep's).
         self.dispatcher.give_back(handle)
-        if handle.handed_on:
-            ids, pid = handle.handed_on, handle.pid
-            self.settler.write(
-                f"the unclaim of tasks {ids} of worker {pid}",
-                lambda: losses.unclaim(ids, pid, self.host),
-            )
+        self.outcomes.unclaim(handle)
         if handle.state is WorkerState.STARTING and is_boot_failure(handle.process.exitcode):
             self._boot_failed(handle, how)
         elif handle.state is WorkerState.STARTING and not self.stopping:
@@ -371,29 +249,11 @@ class Supervisor:
         else:
             logger.debug("worker %s %s after retiring", handle.pid, how)
 
-    def _lose(self, handle: WorkerHandle) -> None:
-        """Record the task a dead worker held as lost."""
-        path, described = losses.describe_loss(handle)
-        task_id, claim = handle.task_id, Claim(handle.pid, self.host, handle.attempt)
-        logger.error("task %s: %s", task_id, described)
-
-        def write() -> None:
-            if losses.record_loss(task_id, claim, path, described):
-                self.counts[losses.COUNTED.get(path, "lost")] += 1
-
-        self.settler.write(f"the loss of task {task_id} {handle.callable_path}", write)
-        self.backlog.release(handle.done())
-
     def _boot_failed(self, handle: WorkerHandle, how: str) -> None:
-        if self.stopping or handle.generation != self.generation:
+        if self.stopping or handle.generation != self.roster.generation:
             return  # a generation given up on already: its failures count no more
-        old_serving = any(h.generation < self.generation for h in self.workers.values())
-        if self.boot.failed(handle.pid, how, old_serving):
-            # Back to the old generation: the new one's workers, booting or booted, go.
-            self.generation -= 1
-            for other in list(self.workers.values()):
-                if other.generation > self.generation and other.state is not WorkerState.RETIRING:
-                    self.retire(other)
+        if self.boot.failed(handle.pid, how, self.roster.old_serving()):
+            self.roster.fall_back()
 
     def enforce_limits(self) -> None:
         """Kill busy workers past their task's time limit or the hard memory ceiling."""
@@ -402,24 +262,22 @@ class Supervisor:
         poll_memory = now >= self.next_memory_poll
         if poll_memory:
             self.next_memory_poll = now + TICK
-        for handle in list(self.workers.values()):
+        for handle in self.roster:
             if handle.kill_kind:
                 continue
-            # Idle workers' too, for the server's row (leek status).
-            if poll_memory:
-                with contextlib.suppress(psutil.Error):  # exiting: its sentinel tells
-                    handle.last_rss = tree_rss(handle.pid)
+            if poll_memory:  # idle workers' too, for the server's row (leek status)
+                measure(handle)
             if handle.task_id is None:
                 continue
             found = self.limits.kill_reason(handle, now)
             if found is not None:
-                self._kill(handle, found[1], found[0])
+                kill(handle, found[1], found[0])
 
     def stop_if_burst_done(self) -> None:
         """In burst mode, stop once nothing is queued or running, nor waits for the database."""
         if not self.burst or len(self.backlog) or self.sweeper.failed or self.settler.waiting:
             return
-        if any(h.load for h in self.workers.values()):
+        if any(h.load for h in self.roster):
             return
         # A sweep ran since the last task was handed out and found nothing more.
         if self.sweeper.seconds_left(time.monotonic()) > 0:
@@ -429,35 +287,29 @@ class Supervisor:
 
     def drain(self) -> None:
         """Retire every worker, give running tasks the grace period, then kill the rest."""
-        for handle in list(self.workers.values()):
-            self.retire(handle)
+        for handle in self.roster:
+            self.roster.retire(handle)
         grace = self.limits.shutdown_timeout
         deadline = time.monotonic() + (0 if self.stop_at_once else grace)
-        while self.workers and not self.stop_at_once:
+        while self.roster and not self.stop_at_once:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
             self.wait(min(left, TICK))
-        for handle in list(self.workers.values()):
+        for handle in self.roster:
             if self.stop_at_once:
-                self._kill(handle, "the server was told to stop at once")
+                kill(handle, "the server was told to stop at once")
             else:
-                self._kill(handle, f"still running {grace:g} s after shutdown began")
+                kill(handle, f"still running {grace:g} s after shutdown began")
             handle.process.join(timeout=5)
             self.on_exit(handle)
         self.settler.abandon()
 
     def terminate(self, task_id: int, pid: int, by: str) -> None:
         """Kill the worker `pid` if it still runs task `task_id`, as operator `by` asked."""
-        for handle in list(self.workers.values()):
+        for handle in self.roster:
             if handle.pid == pid and handle.task_id == task_id and not handle.kill_kind:
-                self._kill(handle, f"terminated by {by}", "terminated")
-
-    def _kill(self, handle: WorkerHandle, why: str, kind: str = "") -> None:
-        """SIGKILL a worker and its children; on_exit then settles its task."""
-        handle.killed_for, handle.kill_kind = why, kind
-        children = kill_tree(handle.pid)
-        logger.warning("killed worker %s (and %s children): %s", handle.pid, children, why)
+                kill(handle, f"terminated by {by}", "terminated")
 
     # -- signals --------------------------------------------------------------------------
 
@@ -477,19 +329,19 @@ class Supervisor:
 
     def handle_hup(self) -> None:
         """Reload: start a fresh generation; the old one retires once it has booted."""
-        self.generation += 1
+        self.roster.generation += 1
         self.restarts["reload"] += 1
-        logger.info("SIGHUP: starting worker generation %s", self.generation)
+        logger.info("SIGHUP: starting worker generation %s", self.roster.generation)
 
     def handle_ttin(self) -> None:
         """Add one worker."""
-        self.size += 1
-        logger.info("SIGTTIN: %s workers", self.size)
+        self.roster.size += 1
+        logger.info("SIGTTIN: %s workers", self.roster.size)
 
     def handle_ttou(self) -> None:
         """Remove one worker (never the last)."""
-        self.size = max(1, self.size - 1)
-        logger.info("SIGTTOU: %s workers", self.size)
+        self.roster.size = max(1, self.roster.size - 1)
+        logger.info("SIGTTOU: %s workers", self.roster.size)
 
     def handle_usr1(self) -> None:
         """Log one status line per worker."""
@@ -497,10 +349,10 @@ class Supervisor:
         logger.info(
             "status: %s queued, counts %s, restarts %s",
             len(self.backlog),
-            self.counts,
+            self.outcomes.counts,
             self.restarts,
         )
-        for handle in self.workers.values():
+        for handle in self.roster:
             logger.info("status: worker %s", handle.snapshot(now))
 
     def stats(self) -> dict[str, Any]:
@@ -508,18 +360,15 @@ class Supervisor:
         now = time.monotonic()
         return {
             "pid": os.getpid(),
-            "size": self.size,
-            "generation": self.generation,
-            "workers": [h.snapshot(now) for h in list(self.workers.values())],
-            "counts": dict(self.counts),
+            "size": self.roster.size,
+            "generation": self.roster.generation,
+            "workers": [h.snapshot(now) for h in self.roster],
+            "counts": dict(self.outcomes.counts),
             "restarts": dict(self.restarts),
             "queued": len(self.backlog),
             "prefetch": self.dispatcher.depth(),
-            "skipped": self.skipped,
+            "skipped": self.outcomes.skipped,
         }
 
 
-_COUNTS = ("done", "failed", "retried", "lost", "timed_out", "terminated", "discarded")
 _RESTARTS = ("crash", "memory", "timeout", "tasks", "reload", "terminated")
-# Which counter a Finished message adds to.
-_COUNTED = {"SUCCESSFUL": "done", "FAILED": "failed", "READY": "retried"}
