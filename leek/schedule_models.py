@@ -61,6 +61,10 @@ class Schedule(models.Model):
     # longer declared keeps its row and history, and does not run.
     declared = models.BooleanField(default=True)
     recorded_at = models.DateTimeField(default=timezone.now)
+    # When the worker generation that last wrote the declaration started (its server's
+    # start, or the reload that made it): workers of an older generation leave the row
+    # alone, so that during a rolling deploy the newest code's schedules hold.
+    declared_by = models.DateTimeField(null=True, blank=True)
     # The operators' switch (leek.control), kept across restarts and deploys.
     enabled = models.BooleanField(default=True)
     changed_by = models.CharField(max_length=150, blank=True)

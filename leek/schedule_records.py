@@ -7,15 +7,23 @@ LEEK["schedules"] entries are written the same way, with the options of the task
 A schedule is found by its name and only written when something changed; one no longer
 declared is marked so (`declared=False`), never deleted: its history stays, and so does the
 operators' switch if it comes back.
+
+Servers of two releases may share the database during a rolling deploy. Each write is
+stamped with when the writing worker's generation started (`Schedule.declared_by`: the
+server's start, or the SIGHUP that loaded its code), and a worker leaves alone a row that a
+newer generation wrote: an old server's worker that restarts neither takes back a schedule
+the new code removed nor marks gone one it added.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, IntegrityError, router, transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -26,11 +34,14 @@ from leek.models import Schedule, ScheduleSource
 logger = logging.getLogger("leek.pool")
 
 
-def record_declared() -> None:
-    """Write every declared schedule; a database error is logged, a bad declaration raised."""
+def record_declared(generation_at: datetime | None = None) -> None:
+    """Write every declared schedule; a database error is logged, a bad declaration raised.
+
+    `generation_at`: when this worker's generation started (None: write whatever is there).
+    """
     wanted = _wanted()
     try:
-        _write(wanted)
+        _write(wanted, generation_at)
     except DatabaseError as exc:
         logger.error("cannot record the periodic tasks' schedules (the next boot tries): %s", exc)
 
@@ -103,25 +114,35 @@ def _django_task(found: Any) -> Any:
     return found if isinstance(found, Task) else None
 
 
-def _write(wanted: dict[str, dict[str, Any]]) -> None:
+def _write(wanted: dict[str, dict[str, Any]], generation_at: datetime | None) -> None:
     alias = router.db_for_write(Schedule)
     now = timezone.now()
     rows = Schedule.objects.using(alias)
+    ours = rows  # the rows no newer generation wrote
+    if generation_at is not None:
+        ours = rows.filter(Q(declared_by__isnull=True) | Q(declared_by__lte=generation_at))
     existing = {row.name: row for row in rows.all()}
     for name, values in wanted.items():
         row = existing.get(name)
         if row is None:
             try:
                 with transaction.atomic(using=alias):
-                    rows.create(name=name, recorded_at=now, since=now, **values)
+                    rows.create(
+                        name=name, recorded_at=now, since=now, declared_by=generation_at, **values
+                    )
                 continue
             except IntegrityError:  # another worker recorded it just now
                 row = rows.get(name=name)
         if any(getattr(row, key) != value for key, value in values.items()):
             # Back after it was gone: the slots meanwhile were not missed, it did not exist.
             since = {} if row.declared else {"since": now}
-            rows.filter(pk=row.pk).update(recorded_at=now, **since, **values)
+            stamp = {"recorded_at": now, "declared_by": generation_at, **since}
+            if not ours.filter(pk=row.pk).update(**stamp, **values):
+                logger.info("schedule %s: left as a newer generation's code declares it", name)
     gone = [name for name, row in existing.items() if row.declared and name not in wanted]
     if gone:
-        rows.filter(name__in=gone).update(declared=False, recorded_at=now)
-        logger.info("schedules no longer declared: %s", ", ".join(sorted(gone)))
+        marked = ours.filter(name__in=gone)
+        names = sorted(marked.values_list("name", flat=True))
+        marked.update(declared=False, recorded_at=now, declared_by=generation_at)
+        if names:
+            logger.info("schedules no longer declared: %s", ", ".join(names))

@@ -6,6 +6,7 @@ The slot arithmetic and the settings' validation are pure functions. The servers
 """
 
 import json
+import os
 import signal
 import zoneinfo
 from datetime import UTC, datetime, timedelta
@@ -260,6 +261,36 @@ def test_schedules_declared_in_code_are_recorded_with_their_options_and_run(star
     taken = ScheduleRun.objects.count()
     assert holds_for(lambda: ScheduleRun.objects.count() == taken, 2.0)
     assert Schedule.objects.count() == 2  # kept, with their history
+
+
+def test_in_a_rolling_deploy_the_newest_generation_declares_the_schedules(start_server):
+    never = "0 3 1 1 *"  # declared, not run during the test
+    kept = {"task": "tests.dt_tasks.write_row", "cron": never, "args": [1]}
+    dropped = {"task": "tests.dt_tasks.write_row", "cron": never, "args": [2]}
+    added = {"task": "tests.dt_tasks.write_row", "cron": never, "args": [3]}
+
+    def declared():
+        return set(Schedule.objects.filter(declared=True).values_list("name", flat=True))
+
+    old = start_server(env=env_for({"kept": kept, "dropped": dropped}))
+    wait_until(lambda: declared() == {"kept", "dropped"}, 30, "the old code's schedules")
+    start_server(env=env_for({"kept": kept, "added": added}))
+    wait_until(lambda: declared() == {"kept", "added"}, 30, "the new code's schedules")
+    # A worker of the old server is replaced (as after a crash or its memory limit): it
+    # neither takes back the schedule the new code dropped nor marks gone the one it added.
+    (worker,) = old.stats()["workers"]
+    old.known_pids.add(worker["pid"])
+    os.kill(worker["pid"], signal.SIGKILL)
+
+    def replaced():
+        workers = old.stats()["workers"]
+        return [w["state"] for w in workers if w["pid"] != worker["pid"]] == ["idle"]
+
+    wait_until(replaced, 60, "the old server's new worker to boot")
+    assert holds_for(lambda: declared() == {"kept", "added"}, 2.0)
+    # A reload makes the old server's code the newest: its declarations hold now.
+    old.signal(signal.SIGHUP)
+    wait_until(lambda: declared() == {"kept", "dropped"}, 60, "the reloaded code's schedules")
 
 
 def test_the_admin_lists_schedules_and_switches_them_and_status_shows_them():

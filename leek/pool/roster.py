@@ -14,6 +14,9 @@ import multiprocessing
 import selectors
 import time
 from collections.abc import Iterator
+from datetime import datetime
+
+from django.utils import timezone
 
 from leek.pool import messages, worker
 from leek.pool.dispatch import Dispatcher
@@ -38,6 +41,9 @@ class Roster:
         self.limits = limits
         self.size = size
         self.generation = 1
+        # When each generation started: it stamps the schedules its workers record
+        # (leek.schedule_records), so that the newest code's declarations hold.
+        self.started_at: dict[int, datetime] = {1: timezone.now()}
         self.context = multiprocessing.get_context("spawn")
         self.workers: dict[int, WorkerHandle] = {}  # by sentinel
         # A worker came, went or changed its state since the last report (the supervisor's).
@@ -60,7 +66,7 @@ class Roster:
         parent_end, child_end = self.context.Pipe(duplex=True)
         process = self.context.Process(
             target=worker.main,
-            args=(child_end, self.limits.max_memory),
+            args=(child_end, self.limits.max_memory, self.started_at[self.generation]),
             name=f"leek-worker-g{self.generation}",
         )
         process.start()
@@ -74,6 +80,11 @@ class Roster:
         logger.debug("spawned worker %s (generation %s)", handle.pid, handle.generation)
         self.changed = True
         return handle
+
+    def new_generation(self) -> None:
+        """Make a fresh generation current (a reload): its workers are spawned from now."""
+        self.generation += 1
+        self.started_at[self.generation] = timezone.now()
 
     def forget(self, handle: WorkerHandle) -> None:
         """Stop watching a worker whose process ended, and close its pipe."""

@@ -329,7 +329,7 @@ class Supervisor:
 
     def handle_hup(self) -> None:
         """Reload: start a fresh generation; the old one retires once it has booted."""
-        self.roster.generation += 1
+        self.roster.new_generation()
         self.restarts["reload"] += 1
         logger.info("SIGHUP: starting worker generation %s", self.roster.generation)
 

@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import traceback
+from datetime import datetime
 from multiprocessing.connection import Connection
 
 from leek.pool import watchdog
@@ -27,11 +28,12 @@ from leek.pool import watchdog
 WORKER_BOOT_ERROR = 3
 
 
-def main(conn: Connection, max_memory: int = 0) -> None:
+def main(conn: Connection, max_memory: int = 0, generation_at: datetime | None = None) -> None:
     """Serve tasks over `conn` until retired; the entry point of a worker process.
 
     `max_memory` (MB, 0: none): past it, the worker claims no further task and waits to be
-    retired.
+    retired. `generation_at`: when its generation started, which stamps the schedules it
+    records (leek.schedule_records).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -48,7 +50,7 @@ def main(conn: Connection, max_memory: int = 0) -> None:
 
         discovery.import_task_modules()
         # The server reads the periodic tasks from the table: it never imports task code.
-        schedule_records.record_declared()
+        schedule_records.record_declared(generation_at)
     except Exception:  # noqa: BLE001 - process boundary: report and exit with a named code
         sys.stderr.write(f"leek worker {os.getpid()} cannot boot:\n{traceback.format_exc()}")
         sys.stderr.flush()
