@@ -333,11 +333,15 @@ def _check_json_task(fn: Callable[..., Any], path: str) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Saved:
-    """Rows `save()` inserted: their ids in order, the enqueue time, the database alias."""
+    """Rows `save()` saved: their ids in order, the enqueue time, the database alias.
+
+    `new`: the ids inserted; the others are those of the tasks holding the calls' unique keys.
+    """
 
     ids: list[int]
     enqueued_at: datetime
     using: str
+    new: list[int]
 
 
 def row(
@@ -371,7 +375,7 @@ def save(
     now = timezone.now()
     using = router.db_for_write(Task)
     if not payloads:
-        return Saved([], now, using)
+        return Saved([], now, using, [])
     eager = conf.get().eager
     # Eager mode runs at once, whatever run_after says, as Celery's eager mode does.
     run_after = now if eager else options.due_at(now)
@@ -391,7 +395,7 @@ def save(
         transaction.on_commit(
             lambda: client.notify(options.pool, options.priority, new), using=using
         )
-    return Saved(ids, now, using)
+    return Saved(ids, now, using, new)
 
 
 def _insert(using: str, path: str, rows: list[tuple], limited: bool = False) -> list[int]:

@@ -10,13 +10,13 @@ the server is told when it commits. Workers run these rows in `leek.backend_work
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import router
 
-from leek import api, checks, conf, results
+from leek import api, checks, conf, keys, results
 from leek.djtasks import (
     BaseTaskBackend,
     InvalidTask,
@@ -31,7 +31,17 @@ from leek.models import Encoding
 from leek.models import Task as Row
 
 # leek's own task options, in OPTIONS (every task of the backend) and on @task (one task).
-OPTION_NAMES = ("timeout", "retries", "retry_backoff", "lost_retries")
+OPTION_NAMES = (
+    "timeout",
+    "retries",
+    "retry_backoff",
+    "lost_retries",
+    "unique_key",
+    "unique_until",
+    "concurrency_key",
+    "max_concurrency",
+    "rate",
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -40,6 +50,8 @@ class LeekTask(Task):
 
     `@task(retries=3, retry_backoff=2, timeout=60, lost_retries=1)` where Django's `task()`
     hands unknown keywords to the backend's `task_class` (Django 6.1, django-tasks 0.12).
+    The uniqueness and limit options are those of `@leek.task` (leek.keys); a key function
+    is given the call's arguments as JSON gives them back (lists, not tuples).
     """
 
     # Seconds it may run (None: OPTIONS, else the server's --task-timeout).
@@ -49,6 +61,13 @@ class LeekTask(Task):
     retry_backoff: float | None = None
     # Runs again after its worker died, this many times.
     lost_retries: int | None = None
+    # An enqueue whose key a task holds saves nothing and returns that task's result.
+    unique_key: str | Callable[..., str] | None = None
+    unique_until: str | None = None
+    # At most max_concurrency at once, and `rate` starts, of the tasks with the same key.
+    concurrency_key: str | Callable[..., str] | None = None
+    max_concurrency: int | None = None
+    rate: str | None = None
 
 
 class LeekBackend(BaseTaskBackend):
@@ -119,32 +138,37 @@ class LeekBackend(BaseTaskBackend):
 
     def _enqueue(self, task: Task, calls: list[tuple[Any, Any]]) -> list[TaskResult]:
         options = self._options(task)
+        path = task.module_path
         # Django's JSON rule, with Django's error (TypeError "Unsupported type ...").
         normalized = [(normalize_json(args), normalize_json(kwargs)) for args, kwargs in calls]
         payloads = [results.encode_call(a, k, task.run_after) for a, k in normalized]
-        saved = api.save(options, task.module_path, payloads, Encoding.JSON)
-        if conf.get().eager:  # they ran already
-            found = [self.get_result(str(task_id)) for task_id in saved.ids]
-        else:
-            found = [
-                TaskResult(
-                    task=task,
-                    id=str(task_id),
-                    status=TaskResultStatus.READY,
-                    enqueued_at=saved.enqueued_at,
-                    started_at=None,
-                    last_attempted_at=None,
-                    finished_at=None,
-                    args=args,
-                    kwargs=kwargs,
-                    backend=self.alias,
-                    errors=[],
-                    worker_ids=[],
-                )
-                for task_id, (args, kwargs) in zip(saved.ids, normalized, strict=True)
-            ]
-        for result in found:
-            signals.task_enqueued.send_robust(type(self), task_result=result)
+        extras = None if options.plain else [keys.columns(options, path, *c) for c in normalized]
+        saved = api.save(options, path, payloads, Encoding.JSON, extras)
+        eager = conf.get().eager  # they ran already
+        fresh = set(saved.new)
+        found = []
+        for task_id, (args, kwargs) in zip(saved.ids, normalized, strict=True):
+            if eager or task_id not in fresh:  # ran, or the holder of its unique key
+                found.append(self.get_result(str(task_id)))
+                continue
+            result = TaskResult(
+                task=task,
+                id=str(task_id),
+                status=TaskResultStatus.READY,
+                enqueued_at=saved.enqueued_at,
+                started_at=None,
+                last_attempted_at=None,
+                finished_at=None,
+                args=args,
+                kwargs=kwargs,
+                backend=self.alias,
+                errors=[],
+                worker_ids=[],
+            )
+            found.append(result)
+        for result, task_id in zip(found, saved.ids, strict=True):
+            if task_id in fresh:
+                signals.task_enqueued.send_robust(type(self), task_result=result)
         return found
 
     def get_result(self, result_id: str) -> TaskResult:

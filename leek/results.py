@@ -18,6 +18,7 @@ from leek import serialize
 from leek.djtasks import Task, TaskError, TaskResult, TaskResultDoesNotExist, TaskResultStatus
 from leek.models import Task as Row
 from leek.models import TaskStatus
+from leek.states import SNOOZED
 
 
 def encode_call(args: list[Any], kwargs: dict[str, Any], run_after: datetime | None) -> bytes:
@@ -81,7 +82,7 @@ def to_result(row: Row, alias: str, task: Task | None = None) -> TaskResult:
         errors=[
             TaskError(exception_class_path=a.exception_class_path, traceback=a.traceback)
             for a in attempts
-            if a.exception_class_path
+            if a.exception_class_path and a.exception_class_path != SNOOZED  # not a failure
         ],
         worker_ids=[a.worker for a in attempts],
     )

@@ -130,6 +130,36 @@ def not_a_task():
     Row.objects.create(n=-1, pid=os.getpid())
 
 
+@task(unique_key=lambda report_id, seconds: f"dt-report-{report_id}")
+def build_report(report_id, seconds):
+    """A unique task per report: write a row, after a while."""
+    from tests.models import Row
+
+    time.sleep(seconds)
+    Row.objects.create(n=report_id, pid=os.getpid())
+    return report_id
+
+
+@task(max_concurrency=1)
+def one_at_a_time(n, seconds):
+    """Return when it started and ended, to see whether two of them overlapped."""
+    start = time.time()
+    time.sleep(seconds)
+    return [start, time.time()]
+
+
+@task()
+def snooze_first_time(n, seconds):
+    """Ask to run again in `seconds` the first time (it writes a row), then return n."""
+    from leek import Snooze
+    from tests.models import Row
+
+    if not Row.objects.filter(n=n).exists():
+        Row.objects.create(n=n, pid=os.getpid())
+        raise Snooze(seconds)
+    return n
+
+
 @task()
 def signalled(n):
     """A task whose signals the receivers below record."""

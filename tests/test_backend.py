@@ -354,6 +354,36 @@ def test_leek_options_from_the_task_and_from_options(start_server, settings):
     assert Task.objects.get(pk=int(again.always_fail.enqueue().id)).retries == 1
 
 
+def test_unique_keys_limits_and_snooze_hold_for_django_tasks(start_server):
+    # A unique key: the second enqueue saves nothing, returns the holder's result and sends
+    # no task_enqueued signal; inside an atomic block as well.
+    with transaction.atomic():
+        first = dt_tasks.build_report.enqueue(5, 0.2)
+        again = dt_tasks.build_report.enqueue(5, 0.2)
+    assert again.id == first.id
+    assert Task.objects.filter(unique_key="dt-report-5").count() == 1
+    many = dt_tasks.build_report.get_backend().enqueue_many(
+        dt_tasks.build_report, [(5, 0.2), (6, 0.2), (6, 0.2)]
+    )
+    assert [r.id for r in many][0] == first.id
+    assert many[1].id == many[2].id != first.id
+    # max_concurrency=1 over two workers: never two at once.
+    spans = [dt_tasks.one_at_a_time.enqueue(i, 0.1) for i in range(6)]
+    snoozed = dt_tasks.snooze_first_time.enqueue(77, 0.3)
+    start_server(workers=2)
+    assert finished(first).return_value == 5
+    assert Row.objects.filter(n=5).count() == 1
+    intervals = sorted(finished(r).return_value for r in spans)
+    for (_, end), (start, _) in zip(intervals, intervals[1:], strict=False):
+        assert end <= start, intervals
+    # A snooze spends no attempt, and is no error.
+    done = finished(snoozed)
+    assert done.status == Status.SUCCESSFUL
+    assert done.errors == []
+    assert len(done.worker_ids) == 2
+    assert Task.objects.get(pk=int(done.id)).attempts == 1
+
+
 def test_bad_leek_options_are_refused(settings):
     with pytest.raises(djtasks.InvalidTask, match="retries=-1"):
         djtasks.task(retries=-1)(dt_tasks.add.func)
