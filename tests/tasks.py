@@ -1,6 +1,7 @@
 """Task fixtures for the tests, named after what they do."""
 
 import os
+import threading
 import time
 
 from leek import Leek
@@ -222,3 +223,11 @@ def snooze_first_time(n, seconds):
         Row.objects.create(n=n, pid=os.getpid())
         raise Snooze(seconds)
     return time.time()
+
+
+@leek.task
+def leave_a_thread_behind(seconds, linger):
+    """Run `seconds`, leaving a thread that sleeps `linger` s: the process cannot exit until."""
+    threading.Thread(target=time.sleep, args=(linger,), name="lingering").start()
+    time.sleep(seconds)
+    return os.getpid()

@@ -34,6 +34,17 @@ def test_an_id_given_back_runs_in_its_place():
     assert len(backlog) == 0
 
 
+def test_an_id_given_back_and_then_run_by_its_worker_leaves_the_window():
+    backlog = Backlog(capacity=2)
+    backlog.add([(1, 0), (2, 0)])
+    assert backlog.take() == [1]
+    backlog.give_back(1)  # its worker retired...
+    backlog.release(1)  # ...and ran it all the same
+    assert backlog.add([(1, 0)]) == 1  # a later sweep finds it READY again: held once
+    assert backlog.add([(3, 5), (4, 5)]) == 2  # the window is full: evicts cleanly
+    assert backlog.take(5) == [3, 4]
+
+
 def test_a_full_window_leaves_out_ids_that_would_run_last():
     backlog = Backlog(capacity=3)
     assert backlog.add([(1, 0), (2, 0), (3, 0), (4, 0)]) == 3

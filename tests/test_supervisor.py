@@ -540,6 +540,27 @@ def test_one_worker_never_overlaps_tasks_across_a_reload(start_server):
     assert sorted(Row.objects.values_list("n", flat=True)) == list(range(9))
 
 
+def test_a_retired_worker_that_cannot_exit_hands_its_ids_on_and_is_killed(start_server):
+    # A task leaves a thread running, so its worker cannot exit once retired.
+    server = start_server("--shutdown-timeout", "10", workers=1)
+    for _ in range(5):  # short tasks: the worker is then sent an id ahead
+        finished(tasks.add.offload(1, 1))
+    with transaction.atomic():
+        first = tasks.leave_a_thread_behind.offload(3, 600)
+        after = [tasks.add.offload(i, 1) for i in range(5)]
+    old_pid = running_worker(server, first)["pid"]
+    server.known_pids.add(old_pid)
+    server.signal(signal.SIGHUP)
+    assert finished(first).return_value == old_pid
+    # It said which ids it never claimed: the new worker runs them while it lingers.
+    assert [finished(h).return_value for h in after] == [1, 2, 3, 4, 5]
+    assert alive(old_pid), "the ids waited for the old worker's end"
+    assert {h.task.worker_pid for h in after} != {old_pid}
+    wait_dead(old_pid, 60)
+    assert f"killed worker {old_pid}" in server.log()
+    assert "idle for 10 s and still running" in server.log()
+
+
 # -- workers that cannot boot ---------------------------------------------------------------
 
 

@@ -56,6 +56,9 @@ class WorkerHandle:
     timeout: float | None = None
     # Tasks it may run before it is replaced (0: no limit).
     task_quota: int = 0
+    # When it was told to retire, and when its last task ended (monotonic; 0: not yet).
+    retired_at: float = 0.0
+    task_ended_at: float = 0.0
     # Why leek killed it, if it did, and the restart cause that counts it.
     killed_for: str = ""
     kill_kind: str = ""
@@ -81,17 +84,24 @@ class WorkerHandle:
     def done(self) -> int | None:
         """Take in that its task ended; return the task's id."""
         task_id, self.task_id, self.callable_path = self.task_id, None, ""
+        self.task_ended_at = time.monotonic()
         self.settle()
         return task_id
 
-    def skipped(self, task_ids: tuple[int, ...]) -> None:
-        """Take in that it is done with these ids sent ahead and ran none of them."""
+    def skipped(self, task_ids: tuple[int, ...]) -> list[int]:
+        """Take in that it is done with these ids sent ahead and ran none of them.
+
+        Return those it still held; the others went back to the backlog at its retirement.
+        """
+        held = []
         for task_id in task_ids:
-            with contextlib.suppress(ValueError):
+            if task_id in self.queued:
                 self.queued.remove(task_id)
+                held.append(task_id)
             with contextlib.suppress(ValueError):
                 self.handed_on.remove(task_id)
         self.settle()
+        return held
 
     def settle(self) -> None:
         """Go idle once it holds nothing."""
@@ -137,6 +147,7 @@ class WorkerHandle:
             ),
             "running_for": round(now - self.task_started_at, 3) if running else None,
             "queued": list(self.queued),
+            "handed_on": list(self.handed_on),
             "tasks_done": self.tasks_done,
             "rss_mb": round(self.last_rss / 2**20, 1),
         }

@@ -72,6 +72,7 @@ class Worker:
                 self.read(block=done is None and (not self.pending or not may_claim))
                 may_claim = may_claim and not self.retiring
             if done is None and self.retiring:
+                self.hand_back()
                 return
             # Over its memory limit with nothing to record, it waits to be retired.
             task = self.step(done, may_claim) if done is not None or may_claim else None
@@ -89,6 +90,16 @@ class Worker:
                 self.pending.extend(message.task_ids)
         except (EOFError, OSError):
             self.retiring = True  # the supervisor is gone
+
+    def hand_back(self) -> None:
+        """Say, on leaving, which ids sent ahead it never claimed: the pool may go on at once.
+
+        Not those tried in a transaction that failed: one may be claimed, and the server
+        takes it up when this process has exited.
+        """
+        ids = tuple(i for i in self.pending if i not in self.uncertain)
+        if ids:
+            self.send(messages.Skipped(ids))
 
     def over_memory(self) -> bool:
         """Tell whether this process passed its memory limit (then it claims nothing)."""

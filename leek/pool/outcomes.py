@@ -48,7 +48,7 @@ class Outcomes:
         self.counts["discarded" if message.discarded else _COUNTED[message.status]] += 1
         log_finished(pid, message)
 
-    def passed_over(self, task_ids: tuple[int, ...]) -> None:
+    def passed_over(self, task_ids: list[int]) -> None:
         """Count ids a worker was sent and ran none of."""
         self.skipped += len(task_ids)
 

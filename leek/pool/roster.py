@@ -122,6 +122,7 @@ class Roster:
     def retire(self, handle: WorkerHandle) -> None:
         """Ask a worker to exit after its current task; its ids sent ahead go to others."""
         handle.state = WorkerState.RETIRING
+        handle.retired_at = time.monotonic()
         self.changed = True
         handle.send(messages.Retire())
         self.dispatcher.give_back(handle)

@@ -205,9 +205,9 @@ class Supervisor:
                 self.sweeper.wake()
             self.check_after_task(handle)
         elif isinstance(message, messages.Skipped):
-            self.outcomes.passed_over(message.task_ids)
-            handle.skipped(message.task_ids)
-            for task_id in message.task_ids:
+            held = handle.skipped(message.task_ids)
+            self.outcomes.passed_over(held)
+            for task_id in held:
                 self.backlog.release(task_id)
 
     def check_after_task(self, handle: WorkerHandle) -> None:
@@ -256,22 +256,35 @@ class Supervisor:
             self.roster.fall_back()
 
     def enforce_limits(self) -> None:
-        """Kill busy workers past their task's time limit or the hard memory ceiling."""
+        """Kill busy workers past their task's time limit or the hard memory ceiling.
+
+        Also one retired with no task that has not exited after the shutdown grace period:
+        a thread or an exit handler of the task code keeps it, and it would hold a pool of
+        one (it may have claimed an id it handed on) for as long as it lingers.
+        """
         now = time.monotonic()
         # psutil reads /proc for each worker's tree: once a tick, not on every message.
         poll_memory = now >= self.next_memory_poll
         if poll_memory:
             self.next_memory_poll = now + TICK
         for handle in self.roster:
-            if handle.kill_kind:
+            if handle.killed_for:
                 continue
             if poll_memory:  # idle workers' too, for the server's row (leek status)
                 measure(handle)
             if handle.task_id is None:
+                self.kill_if_lingering(handle, now)
                 continue
             found = self.limits.kill_reason(handle, now)
             if found is not None:
                 kill(handle, found[1], found[0])
+
+    def kill_if_lingering(self, handle: WorkerHandle, now: float) -> None:
+        """Kill a retired worker whose work ended more than the shutdown grace period ago."""
+        grace = self.limits.shutdown_timeout
+        idle_since = max(handle.retired_at, handle.task_ended_at)
+        if handle.state is WorkerState.RETIRING and now - idle_since > grace:
+            kill(handle, f"retired, idle for {grace:g} s and still running (a thread of a task?)")
 
     def stop_if_burst_done(self) -> None:
         """In burst mode, stop once nothing is queued or running, nor waits for the database."""

@@ -66,8 +66,18 @@ class Backlog:
         return [-self._ready.pop()[1] for _ in range(min(count, len(self._ready)))]
 
     def release(self, task_id: int | None) -> None:
-        """Forget an id handed out: its worker is done with it (None: no id)."""
-        self._known.pop(task_id, None)
+        """Forget an id handed out: its worker is done with it (None: no id).
+
+        It may have been given back meanwhile (its worker retired, then ran it all the
+        same): then it leaves the window too.
+        """
+        priority = self._known.pop(task_id, None)
+        if priority is None:
+            return
+        entry = (priority, -task_id)
+        at = bisect.bisect_left(self._ready, entry)
+        if at < len(self._ready) and self._ready[at] == entry:
+            del self._ready[at]
 
     def give_back(self, task_id: int) -> None:
         """Put back an id that was handed out but never started."""
