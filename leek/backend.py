@@ -9,6 +9,7 @@ the server is told when it commits. Workers run these rows in `leek.backend_work
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -102,9 +103,10 @@ class LeekBackend(BaseTaskBackend):
 
     def _options(self, task: Task, validate: bool = True) -> api.TaskOptions:
         """Return the leek options of `task` (checked by Django's rules first if `validate`)."""
-        found = self._validated.get(task)
-        if found is not None:
-            return found
+        with contextlib.suppress(TypeError):
+            found = self._validated.get(task)
+            if found is not None:
+                return found
         if validate:
             super().validate_task(task)
         changes = {n: getattr(task, n) for n in OPTION_NAMES if getattr(task, n, None) is not None}
@@ -119,7 +121,8 @@ class LeekBackend(BaseTaskBackend):
         except (TypeError, ValueError) as exc:
             raise InvalidTask(f"{task.module_path}: {exc}") from exc
         if task.run_after is None:
-            self._validated[task] = options
+            with contextlib.suppress(TypeError):  # a key that is an unhashable callable
+                self._validated[task] = options
         return options
 
     def enqueue(self, task: Task, args: Iterable[Any], kwargs: Mapping[str, Any]) -> TaskResult:
@@ -145,31 +148,50 @@ class LeekBackend(BaseTaskBackend):
         extras = None if options.plain else [keys.columns(options, path, *c) for c in normalized]
         saved = api.save(options, path, payloads, Encoding.JSON, extras)
         eager = conf.get().eager  # they ran already
-        fresh = set(saved.new)
+        fresh = set(saved.new)  # each once: a later call of the batch with its key is held
         found = []
+        enqueued = []
         for task_id, (args, kwargs) in zip(saved.ids, normalized, strict=True):
-            if eager or task_id not in fresh:  # ran, or the holder of its unique key
-                found.append(self.get_result(str(task_id)))
-                continue
-            result = TaskResult(
-                task=task,
-                id=str(task_id),
-                status=TaskResultStatus.READY,
-                enqueued_at=saved.enqueued_at,
-                started_at=None,
-                last_attempted_at=None,
-                finished_at=None,
-                args=args,
-                kwargs=kwargs,
-                backend=self.alias,
-                errors=[],
-                worker_ids=[],
-            )
+            first = task_id in fresh
+            fresh.discard(task_id)
+            if eager or not first:  # ran, or the holder of its unique key
+                result = self._holder(task, task_id, saved.using)
+            else:
+                result = TaskResult(
+                    task=task,
+                    id=str(task_id),
+                    status=TaskResultStatus.READY,
+                    enqueued_at=saved.enqueued_at,
+                    started_at=None,
+                    last_attempted_at=None,
+                    finished_at=None,
+                    args=args,
+                    kwargs=kwargs,
+                    backend=self.alias,
+                    errors=[],
+                    worker_ids=[],
+                )
             found.append(result)
-        for result, task_id in zip(found, saved.ids, strict=True):
-            if task_id in fresh:
-                signals.task_enqueued.send_robust(type(self), task_result=result)
+            if first:
+                enqueued.append(result)
+        for result in enqueued:
+            signals.task_enqueued.send_robust(type(self), task_result=result)
         return found
+
+    def _holder(self, task: Task, task_id: int, using: str) -> TaskResult:
+        """Return the result of task `task_id`, read where it was saved (maybe uncommitted).
+
+        The task an enqueue ran at once (eager mode), or the one holding its unique key,
+        which may be an `.offload()` of another callable with the same key.
+        """
+        row = Row.objects.using(using).get(pk=task_id)
+        if row.encoding != Encoding.JSON:
+            raise InvalidTask(
+                f"{task.module_path}: its unique key is held by task {task_id}, an "
+                f".offload() of {row.callable_path}, which is not a Django Tasks task; "
+                "nothing was enqueued. Give the two tasks keys of their own."
+            )
+        return results.to_result(row, self.alias)
 
     def get_result(self, result_id: str) -> TaskResult:
         """Read a task's row as a TaskResult; raise TaskResultDoesNotExist if there is none."""

@@ -357,16 +357,31 @@ def test_leek_options_from_the_task_and_from_options(start_server, settings):
 def test_unique_keys_limits_and_snooze_hold_for_django_tasks(start_server):
     # A unique key: the second enqueue saves nothing, returns the holder's result and sends
     # no task_enqueued signal; inside an atomic block as well.
-    with transaction.atomic():
-        first = dt_tasks.build_report.enqueue(5, 0.2)
-        again = dt_tasks.build_report.enqueue(5, 0.2)
-    assert again.id == first.id
+    enqueued = []
+
+    def receiver(sender, task_result, **kwargs):
+        enqueued.append(task_result.id)
+
+    djtasks.signals.task_enqueued.connect(receiver)
+    try:
+        with transaction.atomic():
+            first = dt_tasks.build_report.enqueue(5, 0.2)
+            again = dt_tasks.build_report.enqueue(5, 0.3)
+        many = dt_tasks.build_report.get_backend().enqueue_many(
+            dt_tasks.build_report, [(5, 0.4), (6, 0.2), (6, 0.5)]
+        )
+    finally:
+        djtasks.signals.task_enqueued.disconnect(receiver)
+    assert (again.id, again.args) == (first.id, [5, 0.2])  # the holder's own result
     assert Task.objects.filter(unique_key="dt-report-5").count() == 1
-    many = dt_tasks.build_report.get_backend().enqueue_many(
-        dt_tasks.build_report, [(5, 0.2), (6, 0.2), (6, 0.2)]
-    )
-    assert [r.id for r in many][0] == first.id
-    assert many[1].id == many[2].id != first.id
+    assert [(r.id, r.args) for r in many] == [
+        (first.id, [5, 0.2]), (many[1].id, [6, 0.2]), (many[1].id, [6, 0.2])
+    ]  # fmt: skip
+    assert enqueued == [first.id, many[1].id]  # one signal per task saved
+    # An .offload() holding the same key: nothing is enqueued, and the error says why.
+    tasks.add.using(unique_key="dt-report-7").offload(1, 2)
+    with pytest.raises(djtasks.InvalidTask, match="held by task .* tests.tasks.add"):
+        dt_tasks.build_report.enqueue(7, 0.1)
     # max_concurrency=1 over two workers: never two at once.
     spans = [dt_tasks.one_at_a_time.enqueue(i, 0.1) for i in range(6)]
     snoozed = dt_tasks.snooze_first_time.enqueue(77, 0.3)
