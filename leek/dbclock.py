@@ -1,9 +1,10 @@
 """The database's clock: one time for every server that shares the database.
 
-Runs in the server process (the heartbeat thread). Servers on several hosts compare each
-other's heartbeats; read from each host's own clock, a host whose clock runs a minute behind
-would look silent to the others and have its tasks settled while it runs them. So heartbeats
-are written, and leases measured, in the database's time.
+Runs in the server process (the heartbeat thread, the scheduler) and in workers at boot
+(leek.schedule_records). Servers on several hosts compare each other's heartbeats; read from
+each host's own clock, a host whose clock runs a minute behind would look silent to the
+others and have its tasks settled while it runs them. So heartbeats are written, and leases
+measured, in the database's time.
 """
 
 from __future__ import annotations

@@ -10,9 +10,9 @@ operators' switch if it comes back.
 
 Servers of two releases may share the database during a rolling deploy. Each write is
 stamped with when the writing worker's generation started (`Schedule.declared_by`: the
-server's start, or the SIGHUP that loaded its code), and a worker leaves alone a row that a
-newer generation wrote: an old server's worker that restarts neither takes back a schedule
-the new code removed nor marks gone one it added.
+server's start, or the SIGHUP that loaded its code; on the database's clock), and a worker
+leaves alone a row that a newer generation wrote: an old server's worker that restarts
+neither takes back a schedule the new code removed nor marks gone one it added.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from leek import conf, schedules
+from leek import conf, dbclock, schedules
 from leek.api import ConfiguredTask, TaskOptions
 from leek.models import Schedule, ScheduleSource
 
@@ -120,6 +120,8 @@ def _write(wanted: dict[str, dict[str, Any]], generation_at: datetime | None) ->
     rows = Schedule.objects.using(alias)
     ours = rows  # the rows no newer generation wrote
     if generation_at is not None:
+        # On the database's clock, as every server's stamp is: hosts' clocks differ.
+        generation_at = dbclock.now(alias) - (now - generation_at)
         ours = rows.filter(Q(declared_by__isnull=True) | Q(declared_by__lte=generation_at))
     existing = {row.name: row for row in rows.all()}
     for name, values in wanted.items():
