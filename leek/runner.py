@@ -233,6 +233,36 @@ def record(writer: Writer, outcome: Outcome, pid: int, host: str) -> bool:
     return rows.fail(outcome.task_id, claim, outcome.class_path, outcome.text)
 
 
+def recorded_before(alias: str, outcome: Outcome, pid: int, host: str) -> bool:
+    """Tell whether the row already holds `outcome`, which worker `pid` on `host` recorded.
+
+    Asked when the write is tried again after the database failed the last try: that
+    COMMIT may have landed, its answer lost. Then the row moved on because of this very
+    outcome, which is not one to call discarded.
+    """
+    found = (
+        Task.objects.using(alias)
+        .filter(pk=outcome.task_id)
+        .values_list("status", "worker_pid", "worker_host", "attempts", "history")
+        .first()
+    )
+    if found is None:
+        return False
+    status, worker_pid, worker_host, attempts, history = found
+    if outcome.status != TaskStatus.READY:
+        return (status, worker_pid, worker_host, attempts) == (
+            outcome.status, pid, host, outcome.attempt
+        )  # fmt: skip
+    # Back to READY: the attempt that ended is the last of the history.
+    last = history[-1] if history else {}
+    return (
+        status == TaskStatus.READY
+        and last.get("worker") == f"{host}:{pid}"
+        and last.get("exception_class_path") == outcome.class_path
+        and attempts == outcome.attempt - outcome.snoozed
+    )
+
+
 def run(task_id: int, pid: int, host: str) -> Outcome | None:
     """Claim, run and record one task here and now (eager mode); None if it was not there.
 

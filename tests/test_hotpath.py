@@ -37,6 +37,36 @@ def test_a_claim_returns_what_the_worker_needs_and_only_once(notified_nowhere):
         assert not writer.succeed(task_id, Claim(4242, "host", 1), b"N.")  # not RUNNING now
 
 
+def test_an_outcome_written_by_a_try_whose_commit_was_not_answered_is_known(notified_nowhere):
+    from leek import runner
+
+    def outcome(task_id, status, **fields):
+        return runner.Outcome(task_id, "tests.tasks.add", status, 0.01, attempt=1, **fields)
+
+    done, retried, snoozed = (tasks.add.offload(1, 2).id for _ in range(3))
+    with hotpath.transaction(database()) as writer:
+        for task_id in (done, retried, snoozed):
+            writer.claim(task_id, 4242, "host")
+    claim = Claim(4242, "host", 1)
+    with hotpath.transaction(database()) as writer:
+        assert writer.succeed(done, claim, b"N.")
+    assert Task.objects.retry(retried, claim, 0, "builtins.ValueError", "once")
+    assert Task.objects.snooze(snoozed, claim, 60, "leek.exceptions.Snooze: 60")
+    alias = database()
+    assert runner.recorded_before(alias, outcome(done, TaskStatus.SUCCESSFUL), 4242, "host")
+    assert not runner.recorded_before(alias, outcome(done, TaskStatus.SUCCESSFUL), 4343, "host")
+    assert not runner.recorded_before(alias, outcome(done, TaskStatus.FAILED), 4242, "host")
+    again = outcome(retried, TaskStatus.READY, class_path="builtins.ValueError")
+    assert runner.recorded_before(alias, again, 4242, "host")
+    assert not runner.recorded_before(alias, again, 4242, "other-host")
+    later = outcome(snoozed, TaskStatus.READY, class_path="leek.exceptions.Snooze", snoozed=True)
+    assert runner.recorded_before(alias, later, 4242, "host")
+    # Settled by another server and claimed again: the row moved on, not by this outcome.
+    with hotpath.transaction(database()) as writer:
+        writer.claim(retried, 5555, "host-b")
+    assert not runner.recorded_before(alias, again, 4242, "host")
+
+
 def test_a_late_outcome_cannot_overwrite_a_later_attempt_of_the_same_pid(notified_nowhere):
     # Issue 13, fencing: attempt 1 ran on host A under pid 4242; another server settled it
     # (lost_retries) and a worker of host B, which has the same pid, runs attempt 2.

@@ -119,7 +119,7 @@ class Worker:
         tries = 0
         while True:
             try:
-                task, tried = self.record_and_claim(done, may_claim)
+                task, tried = self.record_and_claim(done, may_claim, retrying=tries > 0)
             except DatabaseError as exc:
                 gone = isinstance(exc, OperationalError | InterfaceError)
                 if done is None and not gone:
@@ -168,9 +168,12 @@ class Worker:
         return task
 
     def record_and_claim(
-        self, done: Outcome | None, may_claim: bool
+        self, done: Outcome | None, may_claim: bool, retrying: bool = False
     ) -> tuple[Claimed | None, list[int]]:
-        """Run the transaction; return the task claimed and the ids it tried to claim."""
+        """Run the transaction; return the task claimed and the ids it tried to claim.
+
+        `retrying`: the database failed the last try of this transaction.
+        """
         tried: list[int] = []
         task = None
         reset_queries()
@@ -179,8 +182,7 @@ class Worker:
         try:
             with hotpath.transaction(self.alias, raw=True) as writer:
                 if done is not None and not runner.record(writer, done, self.pid, self.host):
-                    self.dropped = True
-                    self.discarded(done)
+                    self.not_written(done, retrying)
                 for task_id in self.pending if may_claim else ():
                     tried.append(task_id)
                     task = writer.claim(task_id, self.pid, self.host)
@@ -247,6 +249,19 @@ class Worker:
             RECORD_BACKOFF_MAX,
         )
         time.sleep(delay)
+
+    def not_written(self, done: Outcome, retrying: bool) -> None:
+        """Take in that the row had moved on when `done` was to be written."""
+        if retrying and runner.recorded_before(self.alias, done, self.pid, self.host):
+            logger.info(
+                "worker %s: task %s %s was recorded by the try the database did not answer",
+                self.pid,
+                done.task_id,
+                done.callable_path,
+            )
+            return
+        self.dropped = True
+        self.discarded(done)
 
     def discarded(self, done: Outcome) -> None:
         """Say that the row of a task this worker ran had moved on: its outcome is dropped."""
